@@ -1,0 +1,3 @@
+from tracehub.cli import main
+
+main()

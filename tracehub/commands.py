@@ -1,0 +1,12 @@
+"""Commands that live beside their packages (producers, faults, dashboard)."""
+
+from __future__ import annotations
+
+import typer
+
+
+def register(app: typer.Typer) -> None:
+    """Attach every package command to the tracehub app."""
+    from tracehub.inject import inject
+
+    app.command("inject")(inject)

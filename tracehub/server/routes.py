@@ -1,0 +1,291 @@
+"""HTTP routes. Every error leaves as JSON: {"error": {"code", "message", "field"}}."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import time
+from datetime import datetime, timezone
+from typing import Any
+
+import orjson
+from aiohttp import web
+from redis.exceptions import RedisError
+
+from tracehub.faults import ACTIONS, DEFAULT_DURATION_MS, MAX_DURATION_MS, TIMED
+from tracehub.ingest import EpochConflict, QueueFull, StateContention
+from tracehub.protocol import LEVEL_ALIASES, LEVELS, SEQ_LIMIT, RequestError, parse_batch, parse_timestamp, validate_service
+from tracehub.server.metrics import queue_figures, snapshot
+from tracehub.server.state import NODE, Node
+from tracehub.storage import LogQuery, StorageError, StorageUnavailable, decode_cursor, encode_cursor
+
+log = logging.getLogger(__name__)
+
+routes = web.RouteTableDef()
+MAX_LIMIT = 1000
+REPLAY_STATUSES = ("pending", "completed", "lost")
+
+
+def json_response(data: Any, status: int = 200, headers: dict[str, str] | None = None) -> web.Response:
+    return web.Response(
+        body=orjson.dumps(data, default=_default), status=status,
+        content_type="application/json", headers=headers,
+    )  # fmt: skip
+
+
+def _default(value: Any) -> Any:
+    if isinstance(value, datetime):
+        return value.isoformat()
+    raise TypeError(f"cannot serialise {type(value).__name__}")
+
+
+def error_response(status: int, code: str, message: str, field: str | None = None,
+                   headers: dict[str, str] | None = None, **extra: Any) -> web.Response:  # fmt: skip
+    return json_response({"error": {"code": code, "message": message, "field": field}, **extra}, status, headers)
+
+
+# --- ingest --------------------------------------------------------------------------
+
+
+def decode_json(body: bytes) -> Any:
+    """Decode a JSON body; raises RequestError saying where and what to send instead."""
+    try:
+        return orjson.loads(body)
+    except orjson.JSONDecodeError as exc:
+        fast_error = exc
+    try:  # the standard library reads integers beyond 64 bits, which orjson refuses
+        return json.loads(body.decode("utf-8"))
+    except UnicodeDecodeError as exc:
+        raise RequestError(400, "invalid_encoding", "body",
+                           f"the body is not valid UTF-8 (byte {exc.start}); send UTF-8 JSON") from None  # fmt: skip
+    except (ValueError, RecursionError):
+        raise RequestError(400, "invalid_json", "body",
+                           f"the body is not valid JSON: {fast_error}; send one JSON object") from None  # fmt: skip
+
+
+async def read_body(request: web.Request, limit: int) -> bytes:
+    if request.content_length is not None and request.content_length > limit:
+        raise RequestError(413, "body_too_large", "body",
+                           f"the body has {request.content_length} bytes, the limit is {limit}; send smaller batches")  # fmt: skip
+    try:
+        return await request.read()
+    except web.HTTPRequestEntityTooLarge:
+        raise RequestError(413, "body_too_large", "body",
+                           f"the body is over the limit of {limit} bytes; send smaller batches") from None  # fmt: skip
+
+
+def check_json_type(request: web.Request) -> None:
+    ctype = request.content_type
+    if ctype != "application/json" and not ctype.endswith("+json"):
+        raise RequestError(415, "unsupported_media_type", "Content-Type",
+                           f"Content-Type must be application/json, got {ctype or 'none'}")  # fmt: skip
+
+
+@routes.post("/ingest")
+async def ingest(request: web.Request) -> web.StreamResponse:
+    node = request.app[NODE]
+    started = time.perf_counter()
+    if node.faults.is_active("drop-network"):
+        return await _drop_connection(request)
+    check_json_type(request)
+    s = node.settings
+    body = decode_json(await read_body(request, s.max_body_bytes))
+    received_at = datetime.now(timezone.utc)
+    batch = parse_batch(
+        body, now=received_at, max_entries=s.max_batch_entries, max_message_bytes=s.max_message_bytes,
+        max_attrs_bytes=s.max_attrs_bytes, max_attrs_depth=s.max_attrs_depth, dumps=orjson.dumps,
+    )  # fmt: skip
+    if not batch.entries:
+        first = batch.rejected[0]
+        return error_response(
+            422, "invalid_entries", f"every entry of the batch is invalid; entry {first.index}: {first.reason}",
+            f"batch[{first.index}].{first.field}", rejected=[r.to_json() for r in batch.rejected],
+        )  # fmt: skip
+    try:
+        ack = await node.ingestor.ingest(batch, received_at)
+    except QueueFull as exc:
+        return error_response(429, "queue_full", f"{exc}; retry later", None, {"Retry-After": "1"})
+    except EpochConflict as exc:
+        return error_response(409, "epoch_conflict", str(exc), "epoch", nextSeq=exc.next_seq)
+    except StateContention as exc:
+        return error_response(503, "state_contention", str(exc), None, {"Retry-After": "1"})
+    body_out = ack.to_json(s.missing_cap)
+    node.latency.add((time.perf_counter() - started) * 1000)
+    node.hub.ack_sent(batch.service, ack.ack_till, body_out["missing"])
+    if node.faults.is_active("delay-ack"):
+        await asyncio.sleep(node.faults.remaining_s("delay-ack"))
+    return json_response(body_out)
+
+
+async def _drop_connection(request: web.Request) -> web.StreamResponse:
+    """Cut the connection without an answer, as a broken network would."""
+    transport = request.transport
+    if transport is not None:
+        transport.abort()
+    raise asyncio.CancelledError  # aiohttp drops a handler cancelled with its connection
+
+
+# --- queries -------------------------------------------------------------------------
+
+
+def _query_param_error(field: str, message: str) -> RequestError:
+    return RequestError(400, "invalid_query", field, message)
+
+
+def parse_log_query(params: Any) -> LogQuery:
+    """Validate the query string of GET /logs into a LogQuery; raises RequestError."""
+    service = params.get("service") or None
+    if service is not None:
+        validate_service(service)
+    levels: list[str] = []
+    for raw in filter(None, (params.get("level") or "").split(",")):
+        level = LEVEL_ALIASES.get(raw.lower(), raw.lower())
+        if level not in LEVELS:
+            raise _query_param_error("level", f"unknown level {raw!r}; use one or more of {', '.join(LEVELS)}, comma-separated")
+        levels.append(level)
+    bounds = {}
+    for name in ("from", "to"):
+        raw = params.get(name)
+        if raw:
+            value = parse_timestamp(int(raw) if raw.isdigit() else raw)
+            if value is None:
+                raise _query_param_error(name, f"{name}={raw!r} is not an RFC 3339 time or epoch seconds")
+            bounds[name] = value
+    limit_raw = params.get("limit", "100")
+    if not limit_raw.isdigit() or not 1 <= int(limit_raw) <= MAX_LIMIT:
+        raise _query_param_error("limit", f"limit must be an integer from 1 to {MAX_LIMIT}, got {limit_raw!r}")
+    cursor = None
+    if params.get("cursor"):
+        try:
+            cursor = decode_cursor(params["cursor"])
+        except ValueError as exc:
+            raise _query_param_error("cursor", str(exc)) from None
+    text = params.get("q") or None
+    if text is not None and ("\x00" in text or len(text) > 1000):
+        raise _query_param_error("q", "q must be at most 1000 characters with no NUL")
+    return LogQuery(service=service, levels=tuple(levels), text=text, since=bounds.get("from"),
+                    until=bounds.get("to"), cursor=cursor, limit=int(limit_raw))  # fmt: skip
+
+
+@routes.get("/logs")
+async def get_logs(request: web.Request) -> web.Response:
+    query = parse_log_query(request.query)
+    rows = await request.app[NODE].store.query_logs(query)
+    next_cursor = encode_cursor(rows[-1]["ts"], rows[-1]["id"]) if len(rows) == query.limit else None
+    return json_response({"logs": rows, "nextCursor": next_cursor})
+
+
+@routes.get("/logs/replay")
+async def list_replays(request: web.Request) -> web.Response:
+    params = request.query
+    service = params.get("service") or None
+    if service is not None:
+        validate_service(service)
+    status = params.get("status") or None
+    if status is not None and status not in REPLAY_STATUSES:
+        raise _query_param_error("status", f"status must be one of {', '.join(REPLAY_STATUSES)}, got {status!r}")
+    limit_raw = params.get("limit", "100")
+    if not limit_raw.isdigit() or not 1 <= int(limit_raw) <= MAX_LIMIT:
+        raise _query_param_error("limit", f"limit must be an integer from 1 to {MAX_LIMIT}, got {limit_raw!r}")
+    store = request.app[NODE].store
+    rows = await store.list_replays(service=service, status=status, limit=int(limit_raw))
+    return json_response({"replays": rows, "counts": await store.replay_counts()})
+
+
+@routes.post("/logs/replay")
+async def request_replay(request: web.Request) -> web.Response:
+    check_json_type(request)
+    body = decode_json(await read_body(request, 64 * 1024))
+    if not isinstance(body, dict):
+        raise RequestError(400, "invalid_body", "body", 'send {"service": …, "fromSeq": …, "toSeq": …}')
+    service = validate_service(body.get("service"))
+    bounds = []
+    for name in ("fromSeq", "toSeq"):
+        value = body.get(name)
+        if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value < SEQ_LIMIT:
+            raise RequestError(400, "invalid_seq", name, f"{name} must be an integer from 1 to 2^63-1")
+        bounds.append(value)
+    if bounds[0] > bounds[1]:
+        raise RequestError(400, "invalid_range", "toSeq", "toSeq must be at least fromSeq")
+    row = await request.app[NODE].store.create_replay(service, bounds[0], bounds[1])
+    log.info("replay %d of service %s (%d..%d) requested", row["id"], service, bounds[0], bounds[1])
+    return json_response({"replay": row}, status=202)
+
+
+# --- metrics, control and health -----------------------------------------------------
+
+
+@routes.get("/metrics")
+async def metrics(request: web.Request) -> web.Response:
+    node = request.app[NODE]
+    return json_response(await node_snapshot(node))
+
+
+async def node_snapshot(node: Node) -> dict[str, Any]:
+    return await snapshot(node.queue, node.store, node.ingestor, node.faults, node.latency)
+
+
+@routes.get("/metrics/queue")
+async def metrics_queue(request: web.Request) -> web.Response:
+    return json_response(await queue_figures(request.app[NODE].queue))
+
+
+@routes.post("/metrics/control")
+async def control(request: web.Request) -> web.Response:
+    check_json_type(request)
+    body = decode_json(await read_body(request, 64 * 1024))
+    if not isinstance(body, dict):
+        raise RequestError(400, "invalid_body", "body", 'send {"action": …, "durationMs": …}')
+    action = body.get("action")
+    if action not in ACTIONS:
+        raise RequestError(400, "invalid_action", "action", f"action must be one of {', '.join(ACTIONS)}, got {action!r}")
+    duration = body.get("durationMs", DEFAULT_DURATION_MS.get(action, 0))
+    if isinstance(duration, bool) or not isinstance(duration, int) or not 1 <= duration <= MAX_DURATION_MS:
+        raise RequestError(400, "invalid_duration", "durationMs", f"durationMs must be an integer from 1 to {MAX_DURATION_MS}")
+    wipe = body.get("all", False)
+    if not isinstance(wipe, bool):
+        raise RequestError(400, "invalid_all", "all", "all must be true or false")
+    node = request.app[NODE]
+    result = await node.apply_control(action, duration, wipe)
+    return json_response(result)
+
+
+@routes.get("/health")
+async def health(request: web.Request) -> web.Response:
+    node = request.app[NODE]
+    postgres, redis_ok = await asyncio.gather(node.store.ping(), node.queue.ping())
+    body = {"status": "ok" if postgres and redis_ok else "degraded",
+            "postgres": "up" if postgres else "down", "redis": "up" if redis_ok else "down"}  # fmt: skip
+    return json_response(body, 200 if postgres and redis_ok else 503)
+
+
+# --- errors --------------------------------------------------------------------------
+
+
+@web.middleware
+async def error_middleware(request: web.Request, handler: Any) -> web.StreamResponse:
+    try:
+        return await handler(request)
+    except RequestError as exc:
+        return json_response(exc.to_json(), exc.status)
+    except web.HTTPException as exc:
+        if exc.status < 400:
+            raise
+        code = exc.reason.lower().replace(" ", "_")
+        message = f"{exc.reason}: {request.method} {request.path}"
+        if exc.status == 405:
+            message += f"; allowed: {exc.headers.get('Allow', '')}"  # type: ignore[union-attr]
+        return error_response(exc.status, code, message, headers={k: v for k, v in exc.headers.items()
+                                                                   if k == "Allow"})  # fmt: skip
+    except StorageUnavailable as exc:
+        log.warning("%s %s: %s", request.method, request.path, exc)
+        return error_response(503, "postgres_unavailable", "PostgreSQL is unreachable; retry later",
+                              headers={"Retry-After": "2"})  # fmt: skip
+    except (RedisError, OSError) as exc:
+        log.warning("%s %s: Redis failed: %s", request.method, request.path, exc)
+        return error_response(503, "redis_unavailable", "Redis is unreachable; retry later",
+                              headers={"Retry-After": "2"})  # fmt: skip
+    except StorageError as exc:
+        log.error("%s %s: %s", request.method, request.path, exc)
+        return error_response(500, "storage_error", "the database rejected the operation")
