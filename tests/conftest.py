@@ -185,3 +185,44 @@ def entry(seq: int, **fields: object) -> dict[str, object]:
 
 def batch(service: str, seqs, **fields: object) -> dict[str, object]:  # type: ignore[no-untyped-def]
     return {"service": service, "batch": [entry(s, **fields) for s in seqs]}
+
+
+class ThreadedServer:
+    """A server node on its own event loop in a thread, for synchronous tests
+    (hypothesis) that cannot share the test's loop."""
+
+    def __init__(self, settings: Settings) -> None:
+        import threading
+
+        self._loop = asyncio.new_event_loop()
+        self._thread = threading.Thread(target=self._loop.run_forever, daemon=True)
+        self._thread.start()
+        self.running, self._runner = self._call(start_server(settings))
+        self.url = self.running.url
+
+    def _call(self, coro):  # type: ignore[no-untyped-def]
+        return asyncio.run_coroutine_threadsafe(coro, self._loop).result(timeout=60)
+
+    def stop(self) -> None:
+        self._call(stop_server(self.running, self._runner))
+        self._loop.call_soon_threadsafe(self._loop.stop)
+        self._thread.join(timeout=10)
+
+
+@pytest.fixture
+def threaded_server(isolated: Isolated) -> Iterator[ThreadedServer]:
+    running = ThreadedServer(isolated.settings())
+    yield running
+    running.stop()
+
+
+def poll(predicate, timeout: float = 15.0, interval: float = 0.05, what: str = "condition"):  # type: ignore[no-untyped-def]
+    """The synchronous twin of wait_for."""
+    deadline = time.monotonic() + timeout
+    last = None
+    while time.monotonic() < deadline:
+        last = predicate()
+        if last:
+            return last
+        time.sleep(interval)
+    raise AssertionError(f"timed out after {timeout}s waiting for {what}; last value {last!r}")

@@ -280,6 +280,8 @@ class Ingestor:
         model.missing = _complement(done, base, model.hwm)
         done_state = {"base": base, "ranges": done, "durable": durable, "lost": row["lost"]}
         await self.queue.cas_record(self.queue.keys.done(service), "", done_state)
+        if model.missing:
+            await self.store.record_gaps(service, model.missing, "restored")
         log.warning(
             "restored ACK state of service %s from PostgreSQL: base %d, durable %d, %d missing",
             service, base, durable, count(model.missing),
@@ -334,6 +336,39 @@ class Ingestor:
                 raise StateContention(f"the ACK record of service {service!r} kept changing")
         await self.mark_done(service, ranges, lost=lost)
         return lost
+
+    async def undone_ranges(self, service: str) -> list[Range]:
+        """Return the seqs acknowledged as received that are neither stored, lost,
+        nor missing: with an empty queue, these were lost on the way to PostgreSQL."""
+        ack = await self.queue.read_record(self.queue.keys.ack(service))
+        if ack.state is None:
+            return []
+        done = await self.queue.read_record(self.queue.keys.done(service))
+        covered = [(a, b) for a, b in (done.state or {}).get("ranges", [])]
+        covered += [(a, b) for a, b in ack.state["missing"]]
+        return _complement(merge(covered), ack.state["base"], ack.state["hwm"])
+
+    async def request_again(self, service: str, ranges: Sequence[Range]) -> int:
+        """Put ranges back into the missing set, so producers resend them; also drop
+        from the missing set whatever is already done. Returns the seqs re-requested."""
+        ack_key, done_key = self.queue.keys.ack(service), self.queue.keys.done(service)
+        async with self._lock(service):
+            for _ in range(MAX_CAS_ATTEMPTS):
+                record = await self.queue.read_record(ack_key)
+                if record.state is None:
+                    return 0
+                done = await self.queue.read_record(done_key)
+                done_ranges = [(a, b) for a, b in (done.state or {}).get("ranges", [])]
+                model = model_from_state(record.state)
+                for start, end in done_ranges:
+                    model._take_missing(start, end)
+                wanted = [r for r in ranges if r[1] <= model.hwm]
+                model.missing = merge(model.missing + wanted)
+                state = state_from_model(model, record.state.get("epoch"), record.state.get("lost", 0))
+                if await self.queue.cas_record(ack_key, record.version, state) is not None:
+                    self._cache.pop(service, None)
+                    return count(wanted)
+        raise StateContention(f"the ACK record of service {service!r} kept changing")
 
     async def state_of(self, service: str) -> dict[str, Any] | None:
         """Return the public ACK figures of a service, or None when it is unknown."""

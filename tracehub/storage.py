@@ -317,6 +317,21 @@ class Store:
 
     # --- replay requests -------------------------------------------------------------
 
+    async def record_gaps(self, service: str, ranges: Sequence[Range], reason: str) -> None:
+        """Open a pending replay request for each range (reopening an old one)."""
+        async with self.pool.connection() as conn:
+            async with conn.cursor() as cur:
+                await cur.executemany(
+                    """
+                    INSERT INTO replay_requests (service, from_seq, to_seq, reason)
+                    VALUES (%s, %s, %s, %s)
+                    ON CONFLICT (service, from_seq, to_seq) DO UPDATE
+                        SET status = 'pending', reason = EXCLUDED.reason,
+                            completed_at = NULL, created_at = now()
+                    """,
+                    [(service, start, end, reason) for start, end in ranges],
+                )
+
     async def create_replay(self, service: str, from_seq: int, to_seq: int) -> dict[str, Any]:
         """Record an operator's request to replay a seq range; returns the row."""
         async with self.pool.connection() as conn:

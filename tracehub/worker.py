@@ -37,6 +37,7 @@ HEARTBEAT_EVERY_S = 2.0
 REPLAY_SCAN_EVERY_S = 0.5
 ACK_STATE_SAVE_EVERY_S = 1.0
 RETRY_BASE_DELAY_S = 1.0
+STALL_SCAN_EVERY_S = 1.0
 
 
 class WorkerCrash(Exception):
@@ -66,6 +67,7 @@ class Worker:
         self.state = "starting"
         self.crash_requested = False
         self._dirty_services: set[str] = set()
+        self._suspects: dict[str, list[tuple[int, int]]] = {}
 
     # --- lifecycle -------------------------------------------------------------------
 
@@ -78,6 +80,7 @@ class Worker:
             asyncio.create_task(self._loop(self.heartbeat, HEARTBEAT_EVERY_S, stop), name="heartbeat"),
             asyncio.create_task(self._loop(self.retry_due, 1.0, stop), name="retry"),
             asyncio.create_task(self._loop(self.save_ack_state, ACK_STATE_SAVE_EVERY_S, stop), name="ack-save"),
+            asyncio.create_task(self._loop(self.find_lost_in_queue, STALL_SCAN_EVERY_S, stop), name="stall-scan"),
         ]
         self.state = "running"
         try:
@@ -272,6 +275,33 @@ class Worker:
                 )  # fmt: skip
         if states:
             await self.store.save_ack_state(states)
+
+    async def find_lost_in_queue(self) -> None:
+        """Re-request seqs that were acknowledged but never reached PostgreSQL.
+
+        With the stream, its pending list and the retry queue all empty, every seq
+        acknowledged as received must be stored, declared lost, or missing. Seqs that
+        are none of these in two scans in a row (a flushed queue, a lost Redis write)
+        go back into the missing set, and producers resend them from their buffers.
+        """
+        depth = await self.queue.depth()
+        if depth["stream"] or depth["pending"] or depth["retry"]:
+            self._suspects = {}
+            return
+        suspects: dict[str, list[tuple[int, int]]] = {}
+        for service in await self.queue.known_services():
+            undone = await self.ingestor.undone_ranges(service)
+            seen = self._suspects.get(service, [])
+            confirmed = [r for r in undone if r in seen]
+            if confirmed:
+                requested = await self.ingestor.request_again(service, confirmed)
+                await self.store.record_gaps(service, confirmed, "requeued")
+                log.warning("service %s: %d acknowledged seqs never reached PostgreSQL; requested again: %s",
+                            service, requested, confirmed[:10])  # fmt: skip
+            remaining = [r for r in undone if r not in confirmed]
+            if remaining:
+                suspects[service] = remaining
+        self._suspects = suspects
 
     async def scan_replays(self) -> None:
         """Fill pending replays from producer buffers, complete them, expire old ones."""

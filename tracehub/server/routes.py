@@ -240,8 +240,9 @@ async def control(request: web.Request) -> web.Response:
     action = body.get("action")
     if action not in ACTIONS:
         raise RequestError(400, "invalid_action", "action", f"action must be one of {', '.join(ACTIONS)}, got {action!r}")
-    duration = body.get("durationMs", DEFAULT_DURATION_MS.get(action, 0))
-    if isinstance(duration, bool) or not isinstance(duration, int) or not 1 <= duration <= MAX_DURATION_MS:
+    duration = body.get("durationMs", DEFAULT_DURATION_MS.get(action, 1))
+    if action in TIMED and (isinstance(duration, bool) or not isinstance(duration, int)
+                            or not 1 <= duration <= MAX_DURATION_MS):  # fmt: skip
         raise RequestError(400, "invalid_duration", "durationMs", f"durationMs must be an integer from 1 to {MAX_DURATION_MS}")
     wipe = body.get("all", False)
     if not isinstance(wipe, bool):
