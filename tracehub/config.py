@@ -53,7 +53,7 @@ class Settings:
     # Worker.
     worker_batch: int = 50
     worker_block_ms: int = 1000
-    claim_idle_ms: int = 30_000
+    claim_idle_ms: int = 15_000
     retry_max_attempts: int = 5
     queue_max_depth: int = 200_000
 
@@ -76,6 +76,7 @@ class Settings:
             max_message_bytes=_env_int("TRACEHUB_MAX_MESSAGE_BYTES", 64 * 1024),
             gap_deadline_s=float(_env_int("TRACEHUB_GAP_DEADLINE_S", 300)),
             worker_batch=_env_int("TRACEHUB_WORKER_BATCH", 50),
+            claim_idle_ms=_env_int("TRACEHUB_CLAIM_IDLE_MS", 15_000),
             queue_max_depth=_env_int("TRACEHUB_QUEUE_MAX_DEPTH", 200_000),
             log_events_per_s=_env_int("TRACEHUB_LOG_EVENTS_PER_S", 200),
         )

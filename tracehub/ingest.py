@@ -18,7 +18,7 @@ from datetime import datetime
 from typing import Any, Sequence
 
 from tracehub.config import Settings
-from tracehub.protocol import AckModel, Batch, Entry, Range, count, expand, merge, to_ranges
+from tracehub.protocol import AckModel, Batch, Entry, Range, count, durable_mark, expand, merge, to_ranges
 from tracehub.queue import RedisQueue, StreamEntry
 from tracehub.storage import Store, format_rows
 
@@ -85,6 +85,7 @@ def model_from_state(state: dict[str, Any]) -> AckModel:
         base=state["base"],
         hwm=state["hwm"],
         missing=[(a, b) for a, b in state["missing"]],
+        below=[(a, b) for a, b in state.get("below", [])],
     )
 
 
@@ -93,6 +94,7 @@ def state_from_model(model: AckModel, epoch: str | None, lost: int) -> dict[str,
         "base": model.base,
         "hwm": model.hwm,
         "missing": model.missing,
+        "below": model.below,
         "epoch": epoch,
         "lost": lost,
     }
@@ -301,9 +303,7 @@ class Ingestor:
                 base = (ack.state or {}).get("base") or min(a for a, _ in ranges)
                 done = {"base": base, "ranges": [], "durable": base - 1, "lost": 0}
             merged = merge([(a, b) for a, b in done["ranges"]] + list(ranges))
-            durable = done["base"] - 1
-            if merged and merged[0][0] <= done["base"]:
-                durable = merged[0][1]
+            durable = durable_mark(merged, done["base"])
             new_done = {
                 "base": done["base"],
                 "ranges": merged,

@@ -433,6 +433,7 @@ class AckModel:
     hwm: int = 0
     missing: list[Range] = field(default_factory=list)
     done: list[Range] = field(default_factory=list)
+    below: list[Range] = field(default_factory=list)  # seqs received below the base
 
     def receive(self, seqs: Sequence[int]) -> AckResult:
         """Apply a batch of ascending unique seqs and return the ACK for it."""
@@ -446,7 +447,10 @@ class AckModel:
         new_gaps: list[Range] = []
         for start, end in incoming:
             if start < self.base:
-                duplicates += min(end, self.base - 1) - start + 1
+                below_end = min(end, self.base - 1)
+                taken = self._take_below(start, below_end)
+                accepted.extend(taken)
+                duplicates += below_end - start + 1 - count(taken)
                 start = self.base
                 if start > end:
                     continue
@@ -488,9 +492,13 @@ class AckModel:
     def durable_till(self) -> int:
         if self.base is None:
             return 0
-        if self.done and self.done[0][0] <= self.base:
-            return self.done[0][1]
-        return self.base - 1
+        return durable_mark(self.done, self.base)
+
+    def _take_below(self, start: int, end: int) -> list[Range]:
+        """Record [start, end] (all below the base) as received; return the new part."""
+        new = subtract([(start, end)], self.below)
+        self.below = merge([*self.below, *new])
+        return new
 
     def _take_missing(self, start: int, end: int) -> list[Range]:
         """Remove [start, end] from the missing ranges; return the part that was missing."""
@@ -508,6 +516,34 @@ class AckModel:
                 kept.append((hi + 1, m_end))
         self.missing = kept
         return taken
+
+
+def durable_mark(done: Sequence[Sequence[int]], base: int) -> int:
+    """Return the end of the done range that covers base, or base - 1 if none does."""
+    for start, end in done:
+        if start <= base <= end:
+            return end
+    return base - 1
+
+
+def subtract(ranges: Sequence[Range], removed: Sequence[Range]) -> list[Range]:
+    """Return the parts of ranges not covered by removed."""
+    result: list[Range] = []
+    for start, end in ranges:
+        pieces = [(start, end)]
+        for r_start, r_end in removed:
+            next_pieces = []
+            for p_start, p_end in pieces:
+                if r_end < p_start or r_start > p_end:
+                    next_pieces.append((p_start, p_end))
+                    continue
+                if p_start < r_start:
+                    next_pieces.append((p_start, r_start - 1))
+                if r_end < p_end:
+                    next_pieces.append((r_end + 1, p_end))
+            pieces = next_pieces
+        result.extend(pieces)
+    return result
 
 
 def merge(ranges: Iterable[Range]) -> list[Range]:

@@ -389,15 +389,25 @@ class Store:
             )
 
     async def mark_ranges_lost(self, service: str, ranges: Sequence[Range], reason: str) -> None:
-        """Mark the pending replays of service inside ranges as lost."""
+        """Record ranges of service as lost: pending replays overlapping them end as
+        lost, and a lost record is written for each range, so a gap record that
+        arrives later through the queue cannot reopen it."""
         async with self.pool.connection() as conn:
-            for start, end in ranges:
-                await conn.execute(
-                    "UPDATE replay_requests SET status = 'lost', reason = %s,"
-                    " completed_at = now() WHERE service = %s AND status = 'pending'"
-                    " AND from_seq >= %s AND to_seq <= %s",
-                    (reason, service, start, end),
-                )
+            async with conn.transaction():
+                for start, end in ranges:
+                    await conn.execute(
+                        "UPDATE replay_requests SET status = 'lost', reason = %s,"
+                        " completed_at = now() WHERE service = %s AND status = 'pending'"
+                        " AND from_seq <= %s AND to_seq >= %s",
+                        (reason, service, end, start),
+                    )
+                    await conn.execute(
+                        "INSERT INTO replay_requests (service, from_seq, to_seq, reason, status,"
+                        " completed_at) VALUES (%s, %s, %s, %s, 'lost', now())"
+                        " ON CONFLICT (service, from_seq, to_seq) DO UPDATE"
+                        " SET status = 'lost', reason = EXCLUDED.reason, completed_at = now()",
+                        (service, start, end, reason),
+                    )
 
     async def list_replays(
         self, *, service: str | None, status: str | None, limit: int

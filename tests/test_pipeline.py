@@ -1,0 +1,132 @@
+"""The pipeline as a whole: convergence under any delivery order, producer restarts,
+lost Redis state, a flushed queue, and PostgreSQL going away."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+
+import httpx
+from hypothesis import HealthCheck, given, settings, strategies as st
+
+from conftest import Isolated, RunningServer, ThreadedServer, batch, entry, poll, start_server, stop_server, wait_for
+from proxy import postgres_proxy
+from test_ingest_cases import control, seqs_of, wait_durable
+
+
+@settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(st.data())
+def test_any_order_duplication_and_batching_converges(
+    threaded_server: ThreadedServer, isolated: Isolated, data: st.DataObject
+) -> None:
+    service = f"prop-{uuid.uuid4().hex[:8]}"
+    n = data.draw(st.integers(1, 80), label="n")
+    seqs = list(range(1, n + 1))
+    extra = data.draw(st.lists(st.sampled_from(seqs), max_size=40), label="duplicates")
+    order = data.draw(st.permutations(seqs + extra), label="order")
+    cuts = sorted(data.draw(st.sets(st.integers(1, max(1, len(order) - 1)), max_size=12), label="cuts"))
+    with httpx.Client(base_url=threaded_server.url, timeout=30) as client:
+        start = 0
+        last = None
+        for end in [*cuts, len(order)]:
+            chunk = order[start:end]
+            start = end
+            if chunk:
+                last = client.post("/ingest", json=batch(service, chunk))
+                assert last.status_code == 200
+        final = client.post("/ingest", json=batch(service, [n])).json()
+    assert final["ackTill"] == n
+    assert final["missing"] == []
+    assert final["missingTotal"] == 0
+    rows = poll(lambda: (s := seqs_of(isolated, service)) and len(s) >= n and s, timeout=30, what="rows")
+    assert rows == seqs
+
+
+async def test_producer_restart_with_new_epoch(server: RunningServer, isolated: Isolated) -> None:
+    service = "epoch-svc"
+    async with server.client() as client:
+        first = {"service": service, "epoch": "boot-1", "batch": [entry(s) for s in (1, 2, 3, 5)]}
+        assert (await client.post("/ingest", json=first)).json()["missing"] == [4]
+        restarted = {"service": service, "epoch": "boot-2", "batch": [entry(1, message="new life")]}
+        conflict = await client.post("/ingest", json=restarted)
+        assert conflict.status_code == 409
+        assert conflict.json()["nextSeq"] == 6
+        assert conflict.json()["error"]["field"] == "epoch"
+
+        renumbered = {"service": service, "epoch": "boot-2", "batch": [entry(6, message="new life")]}
+        ack = (await client.post("/ingest", json=renumbered)).json()
+        assert ack["ackTill"] == 6
+        assert ack["missing"] == []  # the old epoch's gap cannot be filled any more
+        await wait_durable(client, service, 6)
+    assert seqs_of(isolated, service) == [1, 2, 3, 5, 6]
+    lost = isolated.sql("SELECT status, reason FROM replay_requests WHERE service = %s", (service,))
+    assert lost == [("lost", "epoch_changed")]
+
+
+async def test_ack_state_restored_after_redis_loses_it(server: RunningServer, isolated: Isolated) -> None:
+    service = "restore-svc"
+    async with server.client() as client:
+        await client.post("/ingest", json=batch(service, range(1, 11)))
+        await wait_durable(client, service, 10)
+        await wait_for(lambda: isolated.sql("SELECT durable_till FROM ack_state WHERE service = %s", (service,))
+                       == [(10,)], what="ack_state saved")  # fmt: skip
+        r = isolated.redis()
+        r.delete(f"{isolated.prefix}ack:{service}", f"{isolated.prefix}ack:{service}:done")
+        server.backends.ingestor.forget_cache()
+
+        again = (await client.post("/ingest", json=batch(service, range(8, 13)))).json()
+        assert again["ackTill"] == 12
+        assert again["missing"] == []
+        assert again["duplicates"] == 3
+        await wait_durable(client, service, 12)
+    assert seqs_of(isolated, service) == list(range(1, 13))
+
+
+async def test_flushed_queue_is_requested_again(server: RunningServer, isolated: Isolated) -> None:
+    service = "flush-svc"
+    async with server.client() as client:
+        await control(client, "crash-worker", 60_000)
+        await wait_for(lambda: _no_live_worker(client), what="worker down")
+        await client.post("/ingest", json=batch(service, range(1, 51)))
+        flushed = await control(client, "flush-queue")
+        assert flushed["flushed"]["stream"] == 1
+        await control(client, "reset")
+
+        async def missing_reported() -> list[int]:
+            return (await client.post("/ingest", json=batch(service, [50]))).json()["missing"]
+
+        missing = await wait_for(missing_reported, timeout=30, what="flushed seqs reported missing")
+        assert missing == list(range(1, 50))
+        await client.post("/ingest", json=batch(service, missing))
+        await wait_durable(client, service, 50)
+    assert seqs_of(isolated, service) == list(range(1, 51))
+
+
+async def _no_live_worker(client: httpx.AsyncClient) -> bool:
+    return not any(w["alive"] for w in (await client.get("/metrics")).json()["workers"])
+
+
+async def test_postgres_unreachable_then_back(isolated: Isolated) -> None:
+    proxy, proxied_url = postgres_proxy(isolated.database_url)
+    await proxy.start()
+    running, runner = await start_server(isolated.settings(database_url=proxied_url()))
+    service = "pgdown-svc"
+    try:
+        async with running.client() as client:
+            await client.post("/ingest", json=batch(service, range(1, 51)))
+            await wait_durable(client, service, 50)
+            await proxy.cut()
+            health = await client.get("/health")
+            assert health.status_code == 503
+            assert health.json()["postgres"] == "down"
+            for start in range(51, 201, 50):
+                response = await client.post("/ingest", json=batch(service, range(start, start + 50)))
+                assert response.status_code == 200
+            await asyncio.sleep(0)  # the worker now retries against the cut proxy
+            await proxy.restore()
+            await wait_durable(client, service, 200, timeout=60)
+            assert (await client.get("/health")).status_code == 200
+    finally:
+        await stop_server(running, runner)
+        await proxy.cut()
+    assert seqs_of(isolated, service) == list(range(1, 201))
