@@ -130,3 +130,52 @@ async def test_postgres_unreachable_then_back(isolated: Isolated) -> None:
         await stop_server(running, runner)
         await proxy.cut()
     assert seqs_of(isolated, service) == list(range(1, 201))
+
+
+async def test_gap_deadline_declares_lost(isolated: Isolated) -> None:
+    running, runner = await start_server(isolated.settings(gap_deadline_s=1.0))
+    service = "deadline-svc"
+    try:
+        async with running.client() as client:
+            await client.post("/ingest", json=batch(service, [1, 2, 5]))
+            await wait_durable(client, service, 5, timeout=20)
+            ack = (await client.post("/ingest", json=batch(service, [6]))).json()
+            assert ack["missing"] == []
+            assert ack["durableTill"] >= 5
+        replays = await wait_for(lambda: isolated.sql(
+            "SELECT from_seq, to_seq, status, reason FROM replay_requests WHERE service = %s", (service,)),
+            what="replay row")  # fmt: skip
+        assert replays == [(3, 4, "lost", "deadline")]
+        await wait_for(lambda: isolated.sql("SELECT lost FROM ack_state WHERE service = %s", (service,)) == [(2,)],
+                       what="lost counted in ack_state")  # fmt: skip
+    finally:
+        await stop_server(running, runner)
+
+
+async def test_rejected_entry_with_valid_seq_never_becomes_gap(server: RunningServer, isolated: Isolated) -> None:
+    service = "settled-svc"
+    body = {"service": service, "batch": [entry(1), entry(2, level="loud"), entry(3)]}
+    async with server.client() as client:
+        ack = (await client.post("/ingest", json=body)).json()
+        assert ack["missing"] == []
+        assert ack["rejected"] == [{"index": 1, "seq": 2, "field": "level", "reason": ack["rejected"][0]["reason"]}]
+        await wait_durable(client, service, 3)
+    assert seqs_of(isolated, service) == [1, 3]
+
+
+async def test_missing_list_is_capped_but_ranges_complete(server: RunningServer) -> None:
+    async with server.client() as client:
+        await client.post("/ingest", json=batch("cap-svc", [1]))
+        ack = (await client.post("/ingest", json=batch("cap-svc", [1_000_002]))).json()
+    assert len(ack["missing"]) == 1000
+    assert ack["missing"][:3] == [2, 3, 4]
+    assert ack["missingRanges"] == [[2, 1_000_001]]
+    assert ack["missingTotal"] == 1_000_000
+
+
+async def test_non_json_content_type_is_415(server: RunningServer, isolated: Isolated) -> None:
+    async with server.client() as client:
+        response = await client.post("/ingest", content=b'{"service": "x", "batch": []}',
+                                     headers={"Content-Type": "text/plain"})  # fmt: skip
+    assert response.status_code == 415
+    assert response.json()["error"]["field"] == "Content-Type"
