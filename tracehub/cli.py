@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import sys
 from pathlib import Path
 from typing import Any, Optional
@@ -32,6 +33,7 @@ log = logging.getLogger("tracehub.cli")
 LEVEL_STYLES = {"trace": "dim", "debug": "cyan", "info": "green", "warn": "yellow", "error": "red", "fatal": "bold red"}
 UrlOption = typer.Option(None, "--url", envvar="TRACEHUB_URL", help="Server URL [default: http://127.0.0.1:3001].")
 DEBUG = {"enabled": False}
+TOKEN: dict[str, str | None] = {"value": None}
 
 
 class CliError(Exception):
@@ -51,8 +53,11 @@ def setup_logging(verbose: bool) -> None:
 @app.callback()
 def main_options(
     debug: bool = typer.Option(False, "--debug", help="Show tracebacks on failure."),
+    token: Optional[str] = typer.Option(None, "--token", envvar="TRACEHUB_TOKEN",
+                                        help="Bearer token for client commands."),  # fmt: skip
 ) -> None:
     DEBUG["enabled"] = debug
+    TOKEN["value"] = token
 
 
 # --- server processes ----------------------------------------------------------------
@@ -76,13 +81,18 @@ def serve(
     verbose: bool = typer.Option(False, "--verbose", "-v", help="Log at DEBUG level."),
 ) -> None:
     """Run the HTTP and Socket.IO API, with a worker unless --no-worker."""
-    from tracehub.runner import install_event_loop, provisioned, serve as serve_node
+    from tracehub.auth import TokenConfigError
+    from tracehub.runner import UnsafeBinding, install_event_loop, load_tokens, provisioned, serve as serve_node
 
     setup_logging(verbose)
     settings = _settings(host, port, database_url=database_url, redis_url=redis_url, home=home)
+    try:
+        tokens = load_tokens(settings)
+    except (UnsafeBinding, TokenConfigError) as exc:
+        raise CliError(str(exc)) from exc
     install_event_loop()
     with provisioned(settings) as ready:
-        asyncio.run(serve_node(ready, run_worker=worker))
+        asyncio.run(serve_node(ready, run_worker=worker, tokens=tokens))
 
 
 @app.command("worker")
@@ -106,10 +116,17 @@ def worker_command(
 # --- clients -------------------------------------------------------------------------
 
 
-def request(method: str, url: str, path: str, **kwargs: Any) -> httpx.Response:
+def auth_headers(token: str | None = None) -> dict[str, str]:
+    """Return the Authorization header for token, or TRACEHUB_TOKEN, if either is set."""
+    token = token or os.environ.get("TRACEHUB_TOKEN")
+    return {"Authorization": f"Bearer {token}"} if token else {}
+
+
+def request(method: str, url: str | None, path: str, **kwargs: Any) -> httpx.Response:
     """Send one request; raises CliError with the server's message on failure."""
+    headers = {**auth_headers(TOKEN["value"]), **kwargs.pop("headers", {})}
     try:
-        response = httpx.request(method, f"{client_url(url)}{path}", timeout=15, **kwargs)
+        response = httpx.request(method, f"{client_url(url)}{path}", timeout=15, headers=headers, **kwargs)
     except httpx.HTTPError as exc:
         raise CliError(f"cannot reach TraceHub at {client_url(url)}: {exc}") from exc
     if response.status_code >= 400 and response.status_code != 503:

@@ -10,6 +10,7 @@ from typing import AsyncIterator
 
 from aiohttp import web
 
+from tracehub.auth import Tokens, is_loopback
 from tracehub.config import Settings
 from tracehub.embedded import Embedded
 from tracehub.node import Backends, open_backends
@@ -70,12 +71,31 @@ async def _backends(settings: Settings, pool_size: int) -> AsyncIterator[Backend
         await backends.close()
 
 
-async def serve(settings: Settings, *, run_worker: bool) -> None:
+class UnsafeBinding(Exception):
+    """The server would listen beyond loopback without access tokens."""
+
+
+def load_tokens(settings: Settings) -> Tokens:
+    """Read the access tokens; refuse to run open on anything but a loopback address."""
+    tokens = Tokens.load()
+    if tokens.enabled:
+        log.info("access control on: %d tokens configured", len(tokens.grants))
+        return tokens
+    if not is_loopback(settings.host):
+        raise UnsafeBinding(
+            f"refusing to listen on {settings.host} without access tokens; set TRACEHUB_ADMIN_TOKEN,"
+            " TRACEHUB_READ_TOKEN and TRACEHUB_INGEST_TOKENS (or TRACEHUB_TOKENS_FILE), or bind 127.0.0.1"
+        )
+    log.warning("no access tokens configured: running open, which is allowed on loopback (%s) only", settings.host)
+    return tokens
+
+
+async def serve(settings: Settings, *, run_worker: bool, tokens: Tokens) -> None:
     """Run a server node until SIGINT or SIGTERM."""
     from tracehub.server.app import create_app
 
     async with _backends(settings, pool_size=10) as backends:
-        app = create_app(backends, run_worker=run_worker)
+        app = create_app(backends, run_worker=run_worker, tokens=tokens)
         runner = web.AppRunner(app, access_log=None, handle_signals=False)
         await runner.setup()
         site = web.TCPSite(runner, settings.host, settings.port, backlog=1024)

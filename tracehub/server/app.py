@@ -9,11 +9,12 @@ from typing import AsyncIterator
 import socketio
 from aiohttp import web
 
+from tracehub.auth import Tokens
 from tracehub.config import Settings
 from tracehub.node import Backends
 from tracehub.server.events import EventHub
-from tracehub.server.routes import error_middleware, node_snapshot, routes
-from tracehub.server.state import NODE, Node
+from tracehub.server.routes import auth_middleware, error_middleware, node_snapshot, routes
+from tracehub.server.state import NODE, TOKENS, Node
 from tracehub.worker import supervise
 
 log = logging.getLogger(__name__)
@@ -22,18 +23,27 @@ FAULT_POLL_S = 1.0
 BODY_SLACK = 1024  # lets the route answer an oversized body itself, with a JSON 413
 
 
-def create_app(backends: Backends, *, run_worker: bool = True) -> web.Application:
+def create_app(backends: Backends, *, run_worker: bool = True, tokens: Tokens | None = None) -> web.Application:
     """Build the application over open backends; background tasks start with it."""
     settings = backends.settings
-    app = web.Application(middlewares=[error_middleware], client_max_size=settings.max_body_bytes + BODY_SLACK)
+    tokens = tokens or Tokens()
+    app = web.Application(middlewares=[error_middleware, auth_middleware],
+                          client_max_size=settings.max_body_bytes + BODY_SLACK)  # fmt: skip
     node = Node(settings, backends)
     app[NODE] = node
+    app[TOKENS] = tokens
     sio = socketio.AsyncServer(async_mode="aiohttp", cors_allowed_origins="*", logger=False, engineio_logger=False)
     sio.attach(app)
     node.hub = EventHub(sio, backends.queue, settings.log_events_per_s, lambda: node_snapshot(node), backends.faults.refresh)
 
     @sio.event
     async def connect(sid: str, environ: dict, auth: object = None) -> None:  # type: ignore[type-arg]
+        token = auth.get("token") if isinstance(auth, dict) else None
+        header = f"Bearer {token}" if token else environ.get("HTTP_AUTHORIZATION")
+        principal = tokens.principal(header)
+        if principal is None or not principal.can_read():
+            log.warning("Socket.IO client %s rejected: missing or invalid read token", sid)
+            raise socketio.exceptions.ConnectionRefusedError("missing or invalid read token")
         log.info("Socket.IO client %s connected", sid)
         await sio.emit("metrics:snapshot", await node_snapshot(node), to=sid)
 

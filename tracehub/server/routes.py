@@ -17,7 +17,7 @@ from tracehub.faults import ACTIONS, DEFAULT_DURATION_MS, MAX_DURATION_MS, TIMED
 from tracehub.ingest import EpochConflict, QueueFull, StateContention
 from tracehub.protocol import LEVEL_ALIASES, LEVELS, SEQ_LIMIT, RequestError, parse_batch, parse_timestamp, validate_service
 from tracehub.server.metrics import queue_figures, snapshot
-from tracehub.server.state import NODE, Node
+from tracehub.server.state import NODE, PRINCIPAL, TOKENS, Node
 from tracehub.storage import LogQuery, StorageError, StorageUnavailable, decode_cursor, encode_cursor
 
 log = logging.getLogger(__name__)
@@ -96,6 +96,8 @@ async def ingest(request: web.Request) -> web.StreamResponse:
         body, now=received_at, max_entries=s.max_batch_entries, max_message_bytes=s.max_message_bytes,
         max_attrs_bytes=s.max_attrs_bytes, max_attrs_depth=s.max_attrs_depth, dumps=orjson.dumps,
     )  # fmt: skip
+    if not request[PRINCIPAL].can_ingest(batch.service):
+        raise RequestError(403, "forbidden", "service", f"this token may not write service {batch.service!r}")
     if not batch.entries:
         first = batch.rejected[0]
         return error_response(
@@ -261,6 +263,42 @@ async def health(request: web.Request) -> web.Response:
     return json_response(body, 200 if postgres and redis_ok else 503)
 
 
+# --- access control and errors -------------------------------------------------------
+
+PUBLIC_ROUTES = {("GET", "/health"), ("GET", "/openapi.json")}
+
+
+def required_permission(method: str, path: str) -> str | None:
+    """Return the permission a request needs: ingest, admin, read, or None."""
+    if (method, path) in PUBLIC_ROUTES or path.startswith("/socket.io"):
+        return None
+    if path == "/ingest":
+        return "ingest"
+    if path == "/metrics/control" or (method == "POST" and path == "/logs/replay"):
+        return "admin"
+    return "read"
+
+
+@web.middleware
+async def auth_middleware(request: web.Request, handler: Any) -> web.StreamResponse:
+    needed = required_permission(request.method, request.path)
+    if needed is None:
+        return await handler(request)
+    principal = request.app[TOKENS].principal(request.headers.get("Authorization"))
+    if principal is None:
+        raise RequestError(401, "unauthorized", "Authorization",
+                           "missing or invalid token; send 'Authorization: Bearer <token>'")  # fmt: skip
+    allowed = {
+        "read": principal.can_read(),
+        "admin": principal.can_admin(),
+        "ingest": principal.role in ("admin", "open", "ingest"),
+    }[needed]
+    if not allowed:
+        raise RequestError(403, "forbidden", "Authorization", f"this token does not grant {needed} access")
+    request[PRINCIPAL] = principal
+    return await handler(request)
+
+
 # --- errors --------------------------------------------------------------------------
 
 
@@ -269,7 +307,8 @@ async def error_middleware(request: web.Request, handler: Any) -> web.StreamResp
     try:
         return await handler(request)
     except RequestError as exc:
-        return json_response(exc.to_json(), exc.status)
+        headers = {"WWW-Authenticate": "Bearer"} if exc.status == 401 else None
+        return json_response(exc.to_json(), exc.status, headers)
     except web.HTTPException as exc:
         if exc.status < 400:
             raise
@@ -279,6 +318,8 @@ async def error_middleware(request: web.Request, handler: Any) -> web.StreamResp
             message += f"; allowed: {exc.headers.get('Allow', '')}"  # type: ignore[union-attr]
         return error_response(exc.status, code, message, headers={k: v for k, v in exc.headers.items()
                                                                    if k == "Allow"})  # fmt: skip
+    except StateContention as exc:
+        return error_response(503, "state_contention", str(exc), headers={"Retry-After": "1"})
     except StorageUnavailable as exc:
         log.warning("%s %s: %s", request.method, request.path, exc)
         return error_response(503, "postgres_unavailable", "PostgreSQL is unreachable; retry later",

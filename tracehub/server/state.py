@@ -9,6 +9,7 @@ from typing import Any
 
 from aiohttp import web
 
+from tracehub.auth import Principal, Tokens
 from tracehub.config import Settings
 from tracehub.faults import TIMED
 from tracehub.node import Backends
@@ -66,3 +67,5 @@ class Node:
 
 
 NODE = web.AppKey("node", Node)
+TOKENS = web.AppKey("tokens", Tokens)
+PRINCIPAL = web.RequestKey("principal", Principal)
