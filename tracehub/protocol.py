@@ -16,6 +16,14 @@ SEQ_LIMIT = 2**63
 SERVICE_RE = re.compile(r"[A-Za-z0-9._-]{1,128}")
 LEVELS = ("trace", "debug", "info", "warn", "error", "fatal")
 LEVEL_ALIASES = {"warning": "warn", "critical": "fatal"}
+# The spellings producers use most, looked up before any case folding.
+LEVEL_FAST = {
+    spelling: LEVEL_ALIASES.get(name, name)
+    for name in (*LEVELS, *LEVEL_ALIASES)
+    for spelling in (name, name.upper(), name.capitalize())
+}
+# RFC 3339 text that PostgreSQL reads as timestamptz unchanged, so it is stored as sent.
+RFC3339_STRICT = re.compile(r"\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(\.\d{1,6})?(Z|[+-]\d{2}:\d{2})")
 KNOWN_KEYS = frozenset(("seq", "level", "message", "request_id", "ts"))
 MAX_REQUEST_ID = 256
 MAX_EPOCH = 128
@@ -52,6 +60,7 @@ class Entry:
     request_id: str | None
     ts: datetime
     attrs: dict[str, Any] | None
+    ts_text: str = ""  # ts as PostgreSQL reads it; empty means ts.isoformat()
 
 
 @dataclass(slots=True)
@@ -203,11 +212,14 @@ def parse_entry(
     message, attrs = _parse_message(seq, item, max_message_bytes)
     request_id = _parse_request_id(seq, item.get("request_id"))
     ts = _parse_ts(seq, item.get("ts"), now)
-    extra = {k: v for k, v in item.items() if k not in KNOWN_KEYS}
-    if extra:
-        _check_attrs(seq, extra, max_attrs_bytes, max_attrs_depth, dumps)
-        attrs = {**extra, **(attrs or {})}
-    return Entry(seq, level, message, request_id, ts, attrs or None)
+    ts_raw = item.get("ts")
+    ts_text = ts_raw if isinstance(ts_raw, str) and RFC3339_STRICT.fullmatch(ts_raw) else ""
+    if len(item) > 5 or not KNOWN_KEYS.issuperset(item):
+        extra = {k: v for k, v in item.items() if k not in KNOWN_KEYS}
+        if extra:
+            _check_attrs(seq, extra, max_attrs_bytes, max_attrs_depth, dumps)
+            attrs = {**extra, **(attrs or {})}
+    return Entry(seq, level, message, request_id, ts, attrs or None, ts_text)
 
 
 def parse_seq(value: Any) -> int:
@@ -222,6 +234,9 @@ def parse_seq(value: Any) -> int:
 
 
 def _parse_level(seq: int, value: Any) -> str:
+    known = LEVEL_FAST.get(value) if isinstance(value, str) else None
+    if known is not None:
+        return known
     if isinstance(value, str):
         level = value.lower()
         level = LEVEL_ALIASES.get(level, level)
@@ -245,12 +260,17 @@ def _parse_message(
     if "\x00" in value:
         value = value.replace("\x00", "\ufffd")
         flags[REPLACED_ATTR] = True
-    encoded = value.encode("utf-8", "surrogatepass")
+    if value.isascii():  # one byte per character, and no surrogates
+        if len(value) > max_bytes:
+            flags[TRUNCATED_ATTR] = len(value)
+            value = value[:max_bytes]
+        return value, flags or None
+    if _has_surrogate(value):
+        raise _EntryError(seq, "message", "message contains a lone UTF-16 surrogate; send valid Unicode")
+    encoded = value.encode("utf-8")
     if len(encoded) > max_bytes:
         flags[TRUNCATED_ATTR] = len(encoded)
         value = encoded[:max_bytes].decode("utf-8", "ignore")
-    if _has_surrogate(value):
-        raise _EntryError(seq, "message", "message holds a lone UTF-16 surrogate; send valid Unicode")
     return value, flags or None
 
 
@@ -265,7 +285,7 @@ def _has_surrogate(text: str) -> bool:
 def _parse_request_id(seq: int, value: Any) -> str | None:
     if value is None:
         return None
-    if isinstance(value, str) and len(value) <= MAX_REQUEST_ID and not _has_surrogate(value):
+    if isinstance(value, str) and len(value) <= MAX_REQUEST_ID and (value.isascii() or not _has_surrogate(value)):
         return value.replace("\x00", "\ufffd")
     raise _EntryError(
         seq,
@@ -310,15 +330,15 @@ def parse_timestamp(value: Any) -> datetime | None:
     if not isinstance(value, str) or not 10 <= len(value) <= 40:
         return None
     text = value.strip()
-    if text.endswith(("Z", "z")):
-        text = text[:-1] + "+00:00"
+    if text.endswith("z"):
+        text = text[:-1] + "Z"
     try:
         parsed = datetime.fromisoformat(text)
     except ValueError:
         return None
-    if parsed.tzinfo is None or "T" not in text.upper() and " " not in text:
+    if parsed.tzinfo is None:
         return None
-    return parsed.astimezone(timezone.utc)
+    return parsed if parsed.tzinfo is timezone.utc else parsed.astimezone(timezone.utc)
 
 
 def _check_attrs(seq: int, attrs: dict[str, Any], max_bytes: int, max_depth: int, dumps: Any) -> None:

@@ -40,7 +40,10 @@ _COPY_ESCAPES = str.maketrans({"\\": "\\\\", "\n": "\\n", "\r": "\\r", "\t": "\\
 
 
 def _copy_text(value: str) -> str:
-    return value.translate(_COPY_ESCAPES)
+    """Escape value for COPY text format; most values need nothing, so check first."""
+    if "\\" in value or "\n" in value or "\t" in value or "\r" in value:
+        return value.translate(_COPY_ESCAPES)
+    return value
 
 
 def format_rows(service: str, entries: Iterable[Entry], received_at: datetime) -> bytes:
@@ -49,15 +52,16 @@ def format_rows(service: str, entries: Iterable[Entry], received_at: datetime) -
     The second field of each line is the seq, so a consumer can filter rows by seq
     without decoding them.
     """
-    received = received_at.isoformat()
-    service_text = _copy_text(service)
+    tail = f"\t{received_at.isoformat()}\n"
+    head = f"{_copy_text(service)}\t"
+    dumps = orjson.dumps
     lines = []
     for e in entries:
-        attrs = _copy_text(orjson.dumps(e.attrs).decode()) if e.attrs else "\\N"
-        request_id = _copy_text(e.request_id) if e.request_id is not None else "\\N"
+        attrs = _copy_text(dumps(e.attrs).decode()) if e.attrs else "\\N"
+        request_id = "\\N" if e.request_id is None else _copy_text(e.request_id)
         lines.append(
-            f"{service_text}\t{e.seq}\t{e.level}\t{_copy_text(e.message)}\t{request_id}"
-            f"\t{e.ts.isoformat()}\t{attrs}\t{received}\n"
+            f"{head}{e.seq}\t{e.level}\t{_copy_text(e.message)}\t{request_id}"
+            f"\t{e.ts_text or e.ts.isoformat()}\t{attrs}{tail}"
         )
     return "".join(lines).encode("utf-8")
 
@@ -175,26 +179,58 @@ class Store:
         rows: bytes,
         gaps: Sequence[tuple[str, int, int]],
         replay_services: Sequence[str],
+        *,
+        fresh: bool = False,
     ) -> tuple[int, list[CompletedReplay]]:
         """Store COPY rows exactly once and record new gaps, in one transaction.
 
-        Returns the number of rows inserted (rows already present are skipped) and
-        the replay requests of replay_services that the stored rows completed.
+        With fresh, the caller expects none of the rows to be stored yet, so they are
+        copied straight into logs; if one is there after all, the unique key rejects
+        the copy and the batch is written again through the staging table, which
+        skips rows already present. Returns the number of rows inserted and the
+        replay requests of replay_services that the stored rows completed.
         """
         try:
-            async with self.pool.connection() as conn:
-                async with conn.transaction():
-                    inserted = await self._insert_rows(conn, rows)
-                    if gaps:
-                        await self._insert_gaps(conn, gaps)
-                    completed = []
-                    if replay_services:
-                        completed = await self._complete_replays(conn, replay_services)
-            return inserted, completed
+            if fresh:
+                try:
+                    return await self._write(rows, gaps, replay_services, direct=True)
+                except psycopg.errors.UniqueViolation:
+                    log.info("direct copy of %d bytes met stored rows; writing through staging", len(rows))
+            return await self._write(rows, gaps, replay_services, direct=False)
         except psycopg.OperationalError as exc:
             raise StorageUnavailable(f"PostgreSQL write failed: {exc}") from exc
         except psycopg.Error as exc:
             raise StorageError(f"PostgreSQL rejected the batch: {exc}") from exc
+
+    async def _write(
+        self,
+        rows: bytes,
+        gaps: Sequence[tuple[str, int, int]],
+        replay_services: Sequence[str],
+        *,
+        direct: bool,
+    ) -> tuple[int, list[CompletedReplay]]:
+        async with self.pool.connection() as conn:
+            async with conn.transaction():
+                if direct:
+                    inserted = await self._copy_rows(conn, rows)
+                else:
+                    inserted = await self._insert_rows(conn, rows)
+                if gaps:
+                    await self._insert_gaps(conn, gaps)
+                completed = []
+                if replay_services:
+                    completed = await self._complete_replays(conn, replay_services)
+        return inserted, completed
+
+    @staticmethod
+    async def _copy_rows(conn: psycopg.AsyncConnection, rows: bytes) -> int:
+        if not rows:
+            return 0
+        async with conn.cursor() as cur:
+            async with cur.copy(f"COPY logs ({COLUMNS}) FROM STDIN") as copy:
+                await copy.write(rows)
+            return cur.rowcount
 
     @staticmethod
     async def _insert_rows(conn: psycopg.AsyncConnection, rows: bytes) -> int:
@@ -207,9 +243,7 @@ class Store:
                 f"INSERT INTO logs ({COLUMNS}) SELECT {COLUMNS} FROM logs_stage"
                 " ON CONFLICT (service, seq) DO NOTHING"
             )
-            inserted = cur.rowcount
-            await cur.execute("TRUNCATE logs_stage")
-        return inserted
+            return cur.rowcount  # the staging rows go at commit (ON COMMIT DELETE ROWS)
 
     @staticmethod
     async def _insert_gaps(

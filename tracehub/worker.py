@@ -120,7 +120,7 @@ class Worker:
                     self.name, self.settings.worker_batch, self.settings.worker_block_ms
                 )
                 if entries:
-                    await self.process(entries)
+                    await self.process(entries, fresh=True)
                 backoff = BACKOFF_START_S
             except (RedisError, OSError, StorageUnavailable) as exc:
                 log.warning("worker %s: %s; retrying in %.1fs", self.name, exc, backoff)
@@ -152,18 +152,19 @@ class Worker:
 
     # --- one round -------------------------------------------------------------------
 
-    async def process(self, entries: Sequence[StreamEntry]) -> None:
+    async def process(self, entries: Sequence[StreamEntry], *, fresh: bool = False) -> None:
         """Store entries, record them as done, then acknowledge them.
 
-        Raises StorageUnavailable with every entry still pending, so the caller can
-        retry the same round later.
+        fresh says the entries are read for the first time, so their rows are most
+        likely not stored yet. Raises StorageUnavailable with every entry still
+        pending, so the caller can retry the same round later.
         """
         started = time.perf_counter()
         rows = b"".join(e.rows for e in entries)
         gaps = [(e.service, a, b) for e in entries for a, b in e.gaps]
         replay_services = sorted({e.service for e in entries if e.fills or e.gaps})
         try:
-            inserted, completed = await self.store.write_batch(rows, gaps, replay_services)
+            inserted, completed = await self.store.write_batch(rows, gaps, replay_services, fresh=fresh)
         except StorageUnavailable:
             raise
         except StorageError as exc:
