@@ -294,25 +294,36 @@ class Ingestor:
 
     async def mark_done(self, service: str, ranges: Sequence[Range], lost: int = 0) -> int:
         """Record ranges as stored (or lost) and return the new durable mark."""
-        key = self.queue.keys.done(service)
+        marks = await self.mark_done_many({service: list(ranges)}, lost={service: lost})
+        return marks[service]
+
+    async def mark_done_many(
+        self, ranges: dict[str, list[Range]], lost: dict[str, int] | None = None
+    ) -> dict[str, int]:
+        """Record stored (or lost) ranges of several services in two round trips when
+        nobody races us; returns the new durable mark of each service."""
+        lost = lost or {}
+        pending = dict(ranges)
+        marks: dict[str, int] = {}
         for _ in range(MAX_CAS_ATTEMPTS):
-            record = await self.queue.read_record(key)
-            done = record.state
-            if done is None:
-                ack = await self.queue.read_record(self.queue.keys.ack(service))
-                base = (ack.state or {}).get("base") or min(a for a, _ in ranges)
-                done = {"base": base, "ranges": [], "durable": base - 1, "lost": 0}
-            merged = merge([(a, b) for a, b in done["ranges"]] + list(ranges))
-            durable = durable_mark(merged, done["base"])
-            new_done = {
-                "base": done["base"],
-                "ranges": merged,
-                "durable": durable,
-                "lost": done.get("lost", 0) + lost,
-            }
-            if await self.queue.cas_record(key, record.version, new_done) is not None:
-                return durable
-        raise StateContention(f"the done record of service {service!r} kept changing")
+            services = sorted(pending)
+            records = await self.queue.read_records([self.queue.keys.done(s) for s in services])
+            writes = []
+            for service, record in zip(services, records):
+                done = record.state or await self._new_done(service, pending[service])
+                new_done = _add_done(done, pending[service], lost.get(service, 0))
+                marks[service] = new_done["durable"]
+                writes.append((self.queue.keys.done(service), record.version, new_done))
+            written = await self.queue.cas_records(writes)
+            pending = {s: pending[s] for s, ok in zip(services, written) if not ok}
+            if not pending:
+                return marks
+        raise StateContention(f"the done records of services {sorted(pending)} kept changing")
+
+    async def _new_done(self, service: str, ranges: Sequence[Range]) -> dict[str, Any]:
+        ack = await self.queue.read_record(self.queue.keys.ack(service))
+        base = (ack.state or {}).get("base") or min(a for a, _ in ranges)
+        return {"base": base, "ranges": [], "durable": base - 1, "lost": 0}
 
     async def declare_lost(self, service: str, ranges: Sequence[Range]) -> int:
         """Give up on missing ranges: they stop being requested and stop holding back
@@ -387,6 +398,16 @@ class Ingestor:
             "lost": (done.state or {}).get("lost", 0),
             "epoch": state.get("epoch"),
         }
+
+
+def _add_done(done: dict[str, Any], ranges: Sequence[Range], lost: int) -> dict[str, Any]:
+    merged = merge([(a, b) for a, b in done["ranges"]] + list(ranges))
+    return {
+        "base": done["base"],
+        "ranges": merged,
+        "durable": durable_mark(merged, done["base"]),
+        "lost": done.get("lost", 0) + lost,
+    }
 
 
 def _in(ranges: Sequence[Range], seq: int) -> bool:

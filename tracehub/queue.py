@@ -96,6 +96,25 @@ return {'OK', version}
 """
 
 
+# Compare-and-set of several records at once; each is written only if it is still
+# at its expected version. KEYS: the records. ARGV: expected version and new state
+# per record. Returns the new version per record, or false where it had moved.
+_CAS_MANY_LUA = """
+local result = {}
+for i, key in ipairs(KEYS) do
+  local version = redis.call('HGET', key, 'v') or ''
+  if version == ARGV[i * 2 - 1] then
+    version = tostring((tonumber(version) or 0) + 1)
+    redis.call('HSET', key, 'v', version, 's', ARGV[i * 2])
+    result[i] = version
+  else
+    result[i] = false
+  end
+end
+return result
+"""
+
+
 @dataclass
 class Record:
     """A versioned JSON record: an ACK state or a done state."""
@@ -179,6 +198,7 @@ class RedisQueue:
         self.keys = Keys(prefix)
         self._ingest = client.register_script(_INGEST_LUA)
         self._cas = client.register_script(_CAS_LUA)
+        self._cas_many = client.register_script(_CAS_MANY_LUA)
 
     async def close(self) -> None:
         await self.redis.aclose()
@@ -198,6 +218,25 @@ class RedisQueue:
             version=version.decode() if version else "",
             state=orjson.loads(state) if state else None,
         )
+
+    async def read_records(self, keys: Sequence[str]) -> list[Record]:
+        """Read several records in one round trip."""
+        async with self.redis.pipeline(transaction=False) as pipe:
+            for key in keys:
+                pipe.hmget(key, "v", "s")
+            raw = await pipe.execute()
+        return [
+            Record(version.decode() if version else "", orjson.loads(state) if state else None)
+            for version, state in raw
+        ]
+
+    async def cas_records(self, writes: Sequence[tuple[str, str, dict[str, Any]]]) -> list[bool]:
+        """Write (key, expected version, state) triples; returns which were written."""
+        args: list[Any] = []
+        for _, expected, state in writes:
+            args += [expected, orjson.dumps(state)]
+        result = await self._cas_many(keys=[key for key, _, _ in writes], args=args)
+        return [bool(version) for version in result]
 
     async def cas_record(self, key: str, expected: str, state: dict[str, Any]) -> str | None:
         """Write state if the record is still at version expected; returns the new version."""

@@ -188,9 +188,8 @@ class Worker:
         ranges: dict[str, list[tuple[int, int]]] = defaultdict(list)
         for e in entries:
             ranges[e.service].extend(e.accepted)
-        for service, service_ranges in ranges.items():
-            await self.ingestor.mark_done(service, service_ranges)
-            self._dirty_services.add(service)
+        await self.ingestor.mark_done_many(ranges)
+        self._dirty_services.update(ranges)
         await self.queue.acknowledge([e.id for e in entries])
         committed = sum(e.count for e in entries)
         await self.queue.add_stats({"committed": committed})
