@@ -1,7 +1,7 @@
 """Turning a validated batch into an ACK: the ACK state read-modify-write on Redis.
 
 Each service has two versioned records in Redis. The ACK record (base, high-water
-mark, missing ranges, epoch) changes on ingest; the done record (ranges stored in
+mark, missing ranges, epoch) changes on ingest. The done record (ranges stored in
 PostgreSQL or declared lost, and the durable mark) changes when the worker commits.
 Both are updated by compare-and-set, so any number of nodes can share them, and an
 ingest appends its batch to the stream in the same atomic step as its ACK update.
@@ -186,7 +186,7 @@ class Ingestor:
         if outcome.status == "CONFLICT":
             return None
         if outcome.status == "BUSY":
-            raise QueueFull(f"the queue holds {self.settings.queue_max_depth} batches or more")
+            raise QueueFull(f"the queue contains {self.settings.queue_max_depth} batches or more")
         if new_state is not None:
             self._cache[service] = (outcome.version, new_state)
         elif state is not None:

@@ -434,7 +434,7 @@ def contains(ranges: Sequence[Sequence[int]], seq: int) -> bool:
 
 @dataclass
 class AckResult:
-    """What one batch did to a service's ACK state."""
+    """The effect of one batch on a service's ACK state."""
 
     accepted: list[Range]
     duplicates: int

@@ -1,10 +1,10 @@
 """The worker: moves queued batches from the Redis stream into PostgreSQL.
 
-Order of a round, chosen so that a crash between any two steps loses nothing and
-stores nothing twice: read entries (they become pending in the consumer group),
-commit their rows in one transaction with ``ON CONFLICT (service, seq) DO NOTHING``,
-record the stored ranges in the done records, then acknowledge and delete the
-entries. An entry read but never acknowledged is claimed again by a live worker
+A round takes four steps, in an order chosen so that a crash between any two of
+them loses nothing and stores nothing twice. The worker reads entries (they become
+pending in the consumer group) and commits their rows in one transaction with
+``ON CONFLICT (service, seq) DO NOTHING``. It then records the stored ranges in
+the done records, and only then acknowledges and deletes the entries. An entry read but never acknowledged is claimed again by a live worker
 after ``claim_idle_ms``, and its second insert is a no-op.
 """
 
@@ -334,7 +334,7 @@ class Worker:
             try:
                 items.append(orjson.loads(member))
             except orjson.JSONDecodeError:
-                log.warning("producer buffer of %s holds an entry that is not JSON", replay["service"])
+                log.warning("producer buffer of %s contains an entry that is not valid JSON", replay["service"])
         if not items:
             return
         s = self.settings
@@ -362,9 +362,9 @@ async def _wait(stop: asyncio.Event, seconds: float) -> None:
 
 
 async def supervise(worker_factory: Any, faults: Any, queue: RedisQueue, stop: asyncio.Event) -> None:
-    """Run a worker until stop is set, crashing and reviving it as the crash-worker
-    fault says. The revived worker keeps its consumer name, so it resumes the
-    entries it held when it crashed."""
+    """Run a worker until stop is set, crashing and reviving it while the
+    crash-worker fault is active. The revived worker keeps its consumer name, so
+    it resumes the entries it held when it crashed."""
     name = None
     while not stop.is_set():
         worker: Worker = worker_factory(name)

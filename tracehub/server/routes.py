@@ -121,7 +121,7 @@ async def ingest(request: web.Request) -> web.StreamResponse:
 
 
 async def _drop_connection(request: web.Request) -> web.StreamResponse:
-    """Cut the connection without an answer, as a broken network would."""
+    """Cut the connection without a response, as a broken network would."""
     transport = request.transport
     if transport is not None:
         transport.abort()
