@@ -27,7 +27,7 @@ replay_app = typer.Typer(help="List and request replays of missing seqs.", no_ar
 app.add_typer(replay_app, name="replay")
 
 console = Console()
-err_console = Console(stderr=True)
+err_console = Console(stderr=True, soft_wrap=True)
 log = logging.getLogger("tracehub.cli")
 
 LEVEL_STYLES = {"trace": "dim", "debug": "cyan", "info": "green", "warn": "yellow", "error": "red", "fatal": "bold red"}

@@ -44,6 +44,7 @@ class Faults:
     def __init__(self, queue: RedisQueue) -> None:
         self.queue = queue
         self.active: dict[str, Fault] = {}
+        self._ended: list[Fault] = []  # ran out of time, not yet announced
 
     def is_active(self, action: str) -> bool:
         fault = self.active.get(action)
@@ -67,6 +68,7 @@ class Faults:
             fault = Fault(key.decode(), data["startedAt"], data["endsAt"])
             if fault.ends_at > now:
                 active[fault.action] = fault
+        self._ended += [f for a, f in self.active.items() if a not in active and f.ends_at <= now]
         self.active = active
 
     async def start(self, action: str, duration_ms: int) -> Fault:
@@ -81,7 +83,25 @@ class Faults:
         self.active[action] = fault
         return fault
 
+    async def refresh_and_announce(self) -> None:
+        """Reload active faults and publish a sim:control event for each fault that
+        ran out of time since the last refresh. When several nodes notice the same
+        expiry, a Redis key set with NX lets exactly one of them announce it."""
+        await self.refresh()
+        ended, self._ended = self._ended, []
+        now = time.time()
+        for fault in ended:
+            action = fault.action
+            marker = f"{self.queue.keys.faults}:ended:{action}:{fault.started_at}"
+            if await self.queue.redis.set(marker, 1, nx=True, ex=60):
+                await self.queue.publish(
+                    "sim:control",
+                    {"action": action, "ended": True, "startedAt": fault.started_at,
+                     "endsAt": fault.ends_at, "active": self.snapshot(), "at": now},
+                )  # fmt: skip
+
     async def clear(self) -> None:
         """End every fault at once."""
         await self.queue.redis.delete(self.queue.keys.faults)
         self.active = {}
+        self._ended = []

@@ -90,7 +90,7 @@ def _report_death(task: asyncio.Task[None]) -> None:
 async def _poll_faults(node: Node) -> None:
     while True:
         try:
-            await node.faults.refresh()
+            await node.faults.refresh_and_announce()
         except Exception as exc:  # noqa: BLE001 - a poll failure must not stop the node
             log.debug("fault poll failed: %s", exc)
         await asyncio.sleep(FAULT_POLL_S)
