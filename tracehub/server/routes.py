@@ -6,6 +6,7 @@ import asyncio
 import json
 import logging
 import time
+import zlib
 from datetime import datetime, timezone
 from typing import Any
 
@@ -25,6 +26,10 @@ log = logging.getLogger(__name__)
 routes = web.RouteTableDef()
 MAX_LIMIT = 1000
 REPLAY_STATUSES = ("pending", "completed", "lost")
+BODY_ENCODINGS = ("gzip", "deflate")
+GZIP_WBITS = 16 + zlib.MAX_WBITS  # zlib's window bits value for a gzip header and trailer
+DEFAULT_BODY_READ_TIMEOUT_S = 30.0
+BODY_READ_TIMEOUT = web.AppKey("body_read_timeout_s", float)
 
 
 def json_response(data: Any, status: int = 200, headers: dict[str, str] | None = None) -> web.Response:
@@ -65,14 +70,73 @@ def decode_json(body: bytes) -> Any:
 
 
 async def read_body(request: web.Request, limit: int) -> bytes:
+    """Read the whole body, inflating it when it is gzip or deflate encoded.
+
+    Raises RequestError: 415 for another Content-Encoding, 413 as soon as the
+    body (after inflation) passes limit, 400 for broken compressed data, and 408
+    when the body does not arrive within the node's body read timeout.
+    """
+    encoding = check_content_encoding(request)
     if request.content_length is not None and request.content_length > limit:
         raise RequestError(413, "body_too_large", "body",
                            f"the body has {request.content_length} bytes, the limit is {limit}; send smaller batches")  # fmt: skip
+    timeout_s = request.app.get(BODY_READ_TIMEOUT, DEFAULT_BODY_READ_TIMEOUT_S)
     try:
-        return await request.read()
+        async with asyncio.timeout(timeout_s):
+            if encoding is None:
+                return await request.read()
+            return await _inflate(request, encoding, limit)
+    except TimeoutError:
+        log.warning("%s %s: body not received within %.1fs", request.method, request.path, timeout_s)
+        raise RequestError(408, "body_timeout", "body",
+                           f"the body did not arrive within {timeout_s:g} s; send it at once") from None  # fmt: skip
     except web.HTTPRequestEntityTooLarge:
-        raise RequestError(413, "body_too_large", "body",
-                           f"the body is over the limit of {limit} bytes; send smaller batches") from None  # fmt: skip
+        raise _too_large(limit, encoding) from None
+
+
+async def _inflate(request: web.Request, encoding: str, limit: int) -> bytes:
+    """Inflate the body as it arrives, never holding more than limit + 1 bytes of
+    output, so a compression bomb is rejected after limit bytes of work."""
+    inflater = zlib.decompressobj(GZIP_WBITS if encoding == "gzip" else zlib.MAX_WBITS)
+    body = bytearray()
+    async for chunk in request.content.iter_any():
+        data = chunk
+        while data:
+            try:
+                body += inflater.decompress(data, limit + 1 - len(body))
+            except zlib.error as exc:
+                raise _bad_compression(encoding, str(exc)) from None
+            if len(body) > limit:
+                raise _too_large(limit, encoding)
+            data = inflater.unconsumed_tail
+            if inflater.eof and inflater.unused_data:  # the next member of a multi-member gzip
+                data = inflater.unused_data
+                inflater = zlib.decompressobj(GZIP_WBITS if encoding == "gzip" else zlib.MAX_WBITS)
+    if not inflater.eof:
+        raise _bad_compression(encoding, "the compressed data ends early")
+    return bytes(body)
+
+
+def _too_large(limit: int, encoding: str | None) -> RequestError:
+    inflated = " after decompression" if encoding else ""
+    return RequestError(413, "body_too_large", "body",
+                        f"the body is over the limit of {limit} bytes{inflated}; send smaller batches")  # fmt: skip
+
+
+def _bad_compression(encoding: str, reason: str) -> RequestError:
+    return RequestError(400, "invalid_compression", "Content-Encoding",
+                        f"the body is not valid {encoding} data ({reason}); send it as Content-Encoding declares")  # fmt: skip
+
+
+def check_content_encoding(request: web.Request) -> str | None:
+    """Return the body's compression (gzip or deflate), or None; raises a 415 for others."""
+    encoding = request.headers.get("Content-Encoding", "identity").strip().lower()
+    if encoding in ("", "identity"):
+        return None
+    if encoding not in BODY_ENCODINGS:
+        raise RequestError(415, "unsupported_encoding", "Content-Encoding",
+                           f"Content-Encoding must be gzip, deflate or identity, got {encoding[:40]!r}")  # fmt: skip
+    return encoding
 
 
 def check_json_type(request: web.Request) -> None:
@@ -135,6 +199,24 @@ def _query_param_error(field: str, message: str) -> RequestError:
     return RequestError(400, "invalid_query", field, message)
 
 
+def _is_ascii_number(raw: str, max_digits: int) -> bool:
+    # str.isdigit alone accepts "²" and other digits that int() rejects.
+    return raw.isascii() and raw.isdigit() and len(raw) <= max_digits
+
+
+def _epoch_or_text(raw: str) -> int | str:
+    """Return raw as epoch seconds when it is a plain number, else as RFC 3339 text."""
+    return int(raw) if _is_ascii_number(raw, 20) else raw
+
+
+def parse_limit(params: Any) -> int:
+    """Return the limit query parameter (default 100); raises RequestError naming it."""
+    raw = params.get("limit", "100")
+    if not _is_ascii_number(raw, 4) or not 1 <= int(raw) <= MAX_LIMIT:
+        raise _query_param_error("limit", f"limit must be an integer from 1 to {MAX_LIMIT}, got {raw[:40]!r}")
+    return int(raw)
+
+
 def parse_log_query(params: Any) -> LogQuery:
     """Validate the query string of GET /logs into a LogQuery; raises RequestError."""
     service = params.get("service") or None
@@ -150,13 +232,11 @@ def parse_log_query(params: Any) -> LogQuery:
     for name in ("from", "to"):
         raw = params.get(name)
         if raw:
-            value = parse_timestamp(int(raw) if raw.isdigit() else raw)
+            value = parse_timestamp(_epoch_or_text(raw))
             if value is None:
-                raise _query_param_error(name, f"{name}={raw!r} is not an RFC 3339 time or epoch seconds")
+                raise _query_param_error(name, f"{name}={raw[:40]!r} is not an RFC 3339 time or epoch seconds")
             bounds[name] = value
-    limit_raw = params.get("limit", "100")
-    if not limit_raw.isdigit() or not 1 <= int(limit_raw) <= MAX_LIMIT:
-        raise _query_param_error("limit", f"limit must be an integer from 1 to {MAX_LIMIT}, got {limit_raw!r}")
+    limit = parse_limit(params)
     cursor = None
     if params.get("cursor"):
         try:
@@ -167,7 +247,7 @@ def parse_log_query(params: Any) -> LogQuery:
     if text is not None and ("\x00" in text or len(text) > 1000):
         raise _query_param_error("q", "q must be at most 1000 characters with no NUL")
     return LogQuery(service=service, levels=tuple(levels), text=text, since=bounds.get("from"),
-                    until=bounds.get("to"), cursor=cursor, limit=int(limit_raw))  # fmt: skip
+                    until=bounds.get("to"), cursor=cursor, limit=limit)  # fmt: skip
 
 
 @routes.get("/logs")
@@ -187,11 +267,9 @@ async def list_replays(request: web.Request) -> web.Response:
     status = params.get("status") or None
     if status is not None and status not in REPLAY_STATUSES:
         raise _query_param_error("status", f"status must be one of {', '.join(REPLAY_STATUSES)}, got {status!r}")
-    limit_raw = params.get("limit", "100")
-    if not limit_raw.isdigit() or not 1 <= int(limit_raw) <= MAX_LIMIT:
-        raise _query_param_error("limit", f"limit must be an integer from 1 to {MAX_LIMIT}, got {limit_raw!r}")
+    limit = parse_limit(params)
     store = request.app[NODE].store
-    rows = await store.list_replays(service=service, status=status, limit=int(limit_raw))
+    rows = await store.list_replays(service=service, status=status, limit=limit)
     return json_response({"replays": rows, "counts": await store.replay_counts()})
 
 
