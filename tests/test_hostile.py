@@ -9,7 +9,7 @@ each service has exactly the rows its ACKs accepted.
 
 from __future__ import annotations
 
-import asyncio
+import base64
 import gzip
 import json
 import signal
@@ -315,6 +315,10 @@ async def test_nul_in_attrs_is_stored_or_rejected(server: RunningServer, isolate
     assert stored == (1 if response.status_code == 200 else 0)
 
 
+def cursor_of(text: str) -> str:
+    return base64.urlsafe_b64encode(text.encode()).decode().rstrip("=")
+
+
 QUERY_CASES: list[tuple[str, dict[str, str], str]] = [
     ("from text", {"from": "yesterday"}, "from"), ("from no zone", {"from": "2026-01-01T00:00:00"}, "from"),
     ("from superscript digit", {"from": "\u00b2"}, "from"), ("to huge number", {"to": "9" * 5000}, "to"),
@@ -324,6 +328,10 @@ QUERY_CASES: list[tuple[str, dict[str, str], str]] = [
     ("limit negative", {"limit": "-1"}, "limit"), ("limit text", {"limit": "ten"}, "limit"),
     ("limit superscript digit", {"limit": "\u00b2"}, "limit"), ("limit huge", {"limit": "9" * 5000}, "limit"),
     ("limit float", {"limit": "1.5"}, "limit"), ("cursor garbage", {"cursor": "not-a-cursor"}, "cursor"),
+    ("cursor year out of range", {"cursor": cursor_of("9e15:1")}, "cursor"),
+    ("cursor time_t overflow", {"cursor": cursor_of("1e20:1")}, "cursor"),
+    ("cursor os range", {"cursor": cursor_of("1e18:1")}, "cursor"),
+    ("from year 1 east of utc", {"from": "0001-01-01T00:00:00+14:00"}, "from"),
     ("service invalid", {"service": "a b"}, "service"), ("q with nul", {"q": "a\u0000b"}, "q"),
     ("q too long", {"q": "q" * 1001}, "q"),
 ]  # fmt: skip

@@ -14,6 +14,7 @@ from tracehub.auth import Tokens
 from tracehub.config import Settings
 from tracehub.node import Backends
 from tracehub.server.events import EventHub
+from tracehub.server.openapi import add_openapi_route
 from tracehub.server.routes import BODY_READ_TIMEOUT, auth_middleware, error_middleware, node_snapshot, routes
 from tracehub.server.state import NODE, TOKENS, Node
 from tracehub.worker import supervise
@@ -86,6 +87,7 @@ def create_app(backends: Backends, *, run_worker: bool = True, tokens: Tokens | 
             _abort_transport(sio, sid)
 
     app.add_routes(routes)
+    add_openapi_route(app, settings)
     app.cleanup_ctx.append(_background(run_worker))
     return app
 

@@ -34,9 +34,18 @@ BODY_READ_TIMEOUT = web.AppKey("body_read_timeout_s", float)
 
 def json_response(data: Any, status: int = 200, headers: dict[str, str] | None = None) -> web.Response:
     return web.Response(
-        body=orjson.dumps(data, default=_default), status=status,
+        body=dumps_json(data), status=status,
         content_type="application/json", headers=headers,
     )  # fmt: skip
+
+
+def dumps_json(data: Any) -> bytes:
+    try:
+        return orjson.dumps(data, default=_default)
+    except TypeError:
+        # jsonb attrs can hold integers beyond 64 bits (a float such as 1e20 is
+        # read back as an int), which orjson cannot write; the standard library can.
+        return json.dumps(data, default=_default, ensure_ascii=False).encode()
 
 
 def _default(value: Any) -> Any:
@@ -232,7 +241,10 @@ def parse_log_query(params: Any) -> LogQuery:
     for name in ("from", "to"):
         raw = params.get(name)
         if raw:
-            value = parse_timestamp(_epoch_or_text(raw))
+            try:
+                value = parse_timestamp(_epoch_or_text(raw))
+            except OverflowError:  # a year-1 time with a positive offset has no UTC value
+                value = None
             if value is None:
                 raise _query_param_error(name, f"{name}={raw[:40]!r} is not an RFC 3339 time or epoch seconds")
             bounds[name] = value
@@ -241,8 +253,9 @@ def parse_log_query(params: Any) -> LogQuery:
     if params.get("cursor"):
         try:
             cursor = decode_cursor(params["cursor"])
-        except ValueError as exc:
-            raise _query_param_error("cursor", str(exc)) from None
+        except (ValueError, OverflowError, OSError):  # datetime raises all three for huge times
+            message = f"cursor {params['cursor'][:40]!r} is not a nextCursor returned by GET /logs"
+            raise _query_param_error("cursor", message) from None
     text = params.get("q") or None
     if text is not None and ("\x00" in text or len(text) > 1000):
         raise _query_param_error("q", "q must be at most 1000 characters with no NUL")
