@@ -96,3 +96,26 @@ async def test_inject_cli(server: RunningServer, isolated: Isolated) -> None:
         fresh = (await client.post("/ingest", json=batch("wipe-svc", [1]))).json()
     assert fresh["duplicates"] == 0
     assert fresh["ackTill"] == 1
+
+
+async def test_log_events_capped_and_skips_reported(isolated: Isolated) -> None:
+    from conftest import start_server, stop_server
+
+    running, runner = await start_server(isolated.settings(log_events_per_s=5))
+    received: list[dict] = []  # type: ignore[type-arg]
+    skipped: list[int] = []
+    sio = socketio.AsyncClient(reconnection=False)
+    sio.on("log:new", lambda data: received.append(data))
+    sio.on("log:skipped", lambda data: skipped.append(data["count"]))
+    try:
+        await sio.connect(running.url, transports=["websocket"])
+        async with running.client() as client:
+            await client.post("/ingest", json=batch("cap-events", range(1, 101)))
+            await wait_durable(client, "cap-events", 100)
+        await wait_for(lambda: skipped, timeout=5, what="log:skipped")
+    finally:
+        await sio.disconnect()
+        await stop_server(running, runner)
+    assert len(received) == 5
+    assert received[0]["service"] == "cap-events"
+    assert sum(skipped) == 95

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import time
 from typing import Any, Awaitable, Callable
 
 import orjson
@@ -42,7 +41,6 @@ class EventHub:
         self.snapshot = snapshot
         self.on_control = on_control
         self._pending_acks: dict[str, dict[str, Any]] = {}
-        self._window_start = time.monotonic()
         self._sent_in_window = 0
         self._skipped = 0
 
@@ -56,6 +54,7 @@ class EventHub:
             asyncio.create_task(self._relay(), name="events-relay"),
             asyncio.create_task(self._flush_acks(), name="events-acks"),
             asyncio.create_task(self._snapshots(), name="events-snapshots"),
+            asyncio.create_task(self._new_log_window(), name="events-log-window"),
         ]
         try:
             await asyncio.gather(*tasks)
@@ -93,17 +92,21 @@ class EventHub:
         await self.sio.emit(event, data)
 
     async def _emit_logs(self, logs: list[dict[str, Any]], total: int) -> None:
-        now = time.monotonic()
-        if now - self._window_start >= 1.0:
-            if self._skipped:
-                await self.sio.emit("log:skipped", {"count": self._skipped, "windowS": 1})
-            self._window_start, self._sent_in_window, self._skipped = now, 0, 0
+        """Send log:new for as many logs as this second's budget allows; count the rest."""
         room = max(0, self.log_events_per_s - self._sent_in_window)
         for item in logs[:room]:
             await self.sio.emit("log:new", item)
         sent = min(room, len(logs))
         self._sent_in_window += sent
         self._skipped += total - sent
+
+    async def _new_log_window(self) -> None:
+        """Every second, report the logs skipped in the last one and reset the budget."""
+        while True:
+            await asyncio.sleep(1.0)
+            skipped, self._skipped, self._sent_in_window = self._skipped, 0, 0
+            if skipped:
+                await self.sio.emit("log:skipped", {"count": skipped, "windowS": 1})
 
     async def _flush_acks(self) -> None:
         while True:
