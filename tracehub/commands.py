@@ -8,5 +8,7 @@ import typer
 def register(app: typer.Typer) -> None:
     """Attach every package command to the tracehub app."""
     from tracehub.inject import inject
+    from tracehub.ship.cli import ship
 
     app.command("inject")(inject)
+    app.command("ship")(ship)
