@@ -92,10 +92,18 @@ def isolated(backend_urls: BackendUrls) -> Iterator[Isolated]:
     schema = f"t_{tag}"
     with psycopg.connect(backend_urls.database, autocommit=True) as conn:
         conn.execute(f"CREATE SCHEMA {schema}")
-    url = make_conninfo(backend_urls.database, options=f"-c search_path={schema}")
+    url = make_conninfo(backend_urls.database, options=f"-c search_path={schema}", application_name=schema)
     prefix = f"test:{tag}:"
     yield Isolated(schema, url, backend_urls.redis, prefix)
     with psycopg.connect(backend_urls.database, autocommit=True) as conn:
+        # A connection the test left behind (a killed process, an unclosed pool) may
+        # hold locks in the schema; end it rather than wait on it.
+        conn.execute(
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity"
+            " WHERE application_name = %s AND pid <> pg_backend_pid()",
+            (schema,),
+        )
+        conn.execute("SET lock_timeout = '30s'")
         conn.execute(f"DROP SCHEMA {schema} CASCADE")
     client = redis.Redis.from_url(backend_urls.redis)
     keys = list(client.scan_iter(match=f"{prefix}*", count=1000))

@@ -22,6 +22,7 @@ app = typer.Typer(
     help="TraceHub: sequenced log ingest with exact ACKs, a Redis queue and PostgreSQL storage.",
     no_args_is_help=True,
     pretty_exceptions_enable=False,
+    rich_markup_mode=None,  # help texts show "[default: …]" literally
 )
 replay_app = typer.Typer(help="List and request replays of missing seqs.", no_args_is_help=True)
 app.add_typer(replay_app, name="replay")
