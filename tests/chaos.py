@@ -42,7 +42,7 @@ class ProducerStats:
     accepted: int = 0
     duplicates: int = 0
     failures: dict[str, int] = field(default_factory=dict)
-    unexpected: list[str] = field(default_factory=list)  # 4xx answers other than 429
+    unexpected: list[str] = field(default_factory=list)  # 4xx responses other than 429
     unrecoverable: set[int] = field(default_factory=set)  # seqs requested after the buffer dropped them
 
     def fail(self, kind: str) -> None:
@@ -241,7 +241,7 @@ def check_accounts(database_url: str, traffic: Traffic, drained: list[bool]) -> 
 
 
 class HealthWatch:
-    """Polls GET /health of a node and records each answer."""
+    """A poller of a node's GET /health that records each response."""
 
     def __init__(self, url: str, every_s: float = 0.25) -> None:
         self.url = url
@@ -304,9 +304,9 @@ class DedicatedRedis:
         log_file = open(self.folder / "redis.log", "ab")
         self.process = subprocess.Popen(args, stdout=log_file, stderr=subprocess.STDOUT)
         deadline = time.monotonic() + 15
-        while not self._answers():
+        while not self._responds():
             assert self.process.poll() is None, f"redis-server exited; see {self.folder / 'redis.log'}"
-            assert time.monotonic() < deadline, "redis-server did not answer within 15s"
+            assert time.monotonic() < deadline, "redis-server did not respond to PING within 15s"
             time.sleep(0.05)
         log.info("dedicated Redis started on port %d (pid %d)", self.port, self.process.pid)
 
@@ -322,7 +322,7 @@ class DedicatedRedis:
             self.process.wait(timeout=5)
         log.info("dedicated Redis on port %d stopped", self.port)
 
-    def _answers(self) -> bool:
+    def _responds(self) -> bool:
         try:
             client = redis.Redis(host="127.0.0.1", port=self.port, socket_timeout=1)
             try:

@@ -1,4 +1,4 @@
-"""Overload: a full queue answers 429 and queues nothing, and clients that hold
+"""Overload: a full queue returns 429 and queues nothing, and clients that hold
 connections open (slow uploads, idle sockets, Socket.IO clients that never read)
 are cut within the bounds of ConnectionLimits."""
 
@@ -37,8 +37,12 @@ async def queue_depth(client: httpx.AsyncClient) -> int:
     return (await client.get("/metrics")).json()["queue"]["depth"]
 
 
+async def worker_alive(client: httpx.AsyncClient) -> bool:
+    return any(w["alive"] for w in (await client.get("/metrics")).json()["workers"])
+
+
 async def worker_down(client: httpx.AsyncClient) -> bool:
-    return not any(w["alive"] for w in (await client.get("/metrics")).json()["workers"])
+    return not await worker_alive(client)
 
 
 async def test_full_queue_answers_429_and_queues_nothing(isolated: Isolated) -> None:
@@ -46,10 +50,12 @@ async def test_full_queue_answers_429_and_queues_nothing(isolated: Isolated) -> 
     service = "bp-svc"
     try:
         async with running.client() as client:
+            # Before its first heartbeat the worker is not listed, so it would look down.
+            await wait_for(lambda: worker_alive(client), what="worker up")
             await control(client, "crash-worker", 60_000)
             await wait_for(lambda: worker_down(client), what="worker down")
             seq = 1
-            for _ in range(QUEUE_MAX_DEPTH * 2):
+            for _ in range(QUEUE_MAX_DEPTH * 4):
                 full = await client.post("/ingest", json=batch(service, range(seq, seq + 10)))
                 if full.status_code != 200:
                     break

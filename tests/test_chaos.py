@@ -1,5 +1,5 @@
-"""Infrastructure failures under sustained traffic. TraceHub runs as processes;
-producers in the test follow the ACK contract throughout, and each test ends with
+"""Infrastructure failures under sustained traffic. TraceHub runs as processes,
+and producers in the test follow the ACK contract throughout. Each test ends with
 a full account per service: every generated log stored exactly once.
 
 The Redis and PostgreSQL restarted here are servers of the test's own (see
@@ -95,13 +95,13 @@ async def test_worker_killed_under_traffic(isolated: Isolated, cluster_factory: 
                    what="the worker holding read entries")  # fmt: skip
     first.send_signal(signal.SIGKILL)
     first.wait(timeout=10)
-    held = pending_of(isolated.redis_url, stream)
+    pending_at_kill = pending_of(isolated.redis_url, stream)
     cluster.spawn("worker2", "worker", TRACEHUB_CLAIM_IDLE_MS="1000")
     await traffic.wait_generated(max(p.generated for p in traffic.producers) + 1000)
 
     drained = await traffic.stop_and_drain(DRAIN_TIMEOUT_S)
     check_accounts(isolated.database_url, traffic, drained)
-    assert held > 0
+    assert pending_at_kill > 0
     assert server.poll() is None
 
 
@@ -169,7 +169,7 @@ async def outage_under_traffic(
     outage_s: float, database_url: str,
 ) -> None:  # fmt: skip
     """Run producers, break a backend for outage_s while /health is watched, mend
-    it, and check that /health told, traffic resumed and every log was stored once."""
+    it, and check that /health reported it, traffic resumed and every log was stored once."""
     traffic = producers(prefix, [url])
     watch = HealthWatch(url)
     traffic.start()

@@ -2,7 +2,7 @@
 JSON error naming the field, changes nothing, and leaves the server serving.
 
 Rejection cases run against a node without a worker, so the stream length is an
-exact count of queued batches. The property test holds the worker down with the
+exact count of queued batches. The property test keeps the worker down with the
 crash-worker fault while it posts, then lets it store everything and checks that
 each service has exactly the rows its ACKs accepted.
 """
@@ -315,6 +315,18 @@ async def test_nul_in_attrs_is_stored_or_rejected(server: RunningServer, isolate
     assert stored == (1 if response.status_code == 200 else 0)
 
 
+async def test_attrs_beyond_64_bits_listed(server: RunningServer) -> None:
+    """jsonb reads 1e20 back as an integer that orjson cannot write."""
+    service = "bigint-svc"
+    async with server.client() as client:
+        response = await client.post("/ingest", json={"service": service, "batch": [entry(1, big=1e20)]})
+        assert response.status_code == 200
+        await wait_durable(client, service, 1)
+        listing = await client.get("/logs", params={"service": service})
+    assert listing.status_code == 200
+    assert listing.json()["logs"][0]["attrs"] == {"big": 10**20}
+
+
 def cursor_of(text: str) -> str:
     return base64.urlsafe_b64encode(text.encode()).decode().rstrip("=")
 
@@ -459,14 +471,20 @@ def post_hostile_request(client: httpx.Client, isolated: Isolated, ledger: Ledge
     ledger.accepted[service] = accepted
 
 
+def worker_alive(client: httpx.Client) -> bool:
+    return any(w["alive"] for w in client.get("/metrics").json()["workers"])
+
+
 def test_hostile_batches_never_5xx_or_partial(threaded_server: ThreadedServer, isolated: Isolated) -> None:
     """Generated requests with the worker held down, then every accepted entry
     stored exactly once and nothing of a rejected one."""
     ledger = Ledger()
     with httpx.Client(base_url=threaded_server.url, timeout=30) as client:
-        held = client.post("/metrics/control", json={"action": "crash-worker", "durationMs": 600_000})
-        assert held.status_code == 200
-        poll(lambda: not any(w["alive"] for w in client.get("/metrics").json()["workers"]), what="worker down")
+        # Before its first heartbeat the worker is not listed, so it would look down.
+        poll(lambda: worker_alive(client), what="worker up")
+        crash = client.post("/metrics/control", json={"action": "crash-worker", "durationMs": 600_000})
+        assert crash.status_code == 200
+        poll(lambda: not worker_alive(client), what="worker down")
 
         post_hostile_request(client, isolated, ledger)
 

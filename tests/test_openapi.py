@@ -7,6 +7,7 @@ from __future__ import annotations
 import httpx
 import pytest
 import schemathesis
+from aiohttp import web
 from hypothesis import HealthCheck, Phase, given, settings
 from schemathesis import GenerationMode
 from schemathesis.checks import not_a_server_error
@@ -17,7 +18,10 @@ from schemathesis.specs.openapi.checks import (
     status_code_conformance,
 )
 
-from conftest import Isolated, ThreadedServer
+from conftest import Isolated, RunningServer, ThreadedServer, free_port, stop_server
+from tracehub.auth import ADMIN, Principal, Tokens
+from tracehub.node import open_backends
+from tracehub.server.app import create_app
 
 CHECKS = [not_a_server_error, status_code_conformance, content_type_conformance,
           response_headers_conformance, response_schema_conformance]  # fmt: skip
@@ -78,3 +82,22 @@ def test_server_conforms_to_document(threaded_server: ThreadedServer, isolated: 
 
 def has_inputs(operation: schemathesis.APIOperation) -> bool:
     return bool(operation.query or operation.headers or operation.body)
+
+
+async def test_document_is_public_when_tokens_are_set(isolated: Isolated) -> None:
+    port = free_port()
+    settings = isolated.settings(port=port)
+    backends = await open_backends(settings)
+    tokens = Tokens({"adm-1": Principal(ADMIN)})
+    runner = web.AppRunner(create_app(backends, run_worker=False, tokens=tokens), access_log=None)
+    await runner.setup()
+    await web.TCPSite(runner, "127.0.0.1", port).start()
+    try:
+        async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}") as client:
+            document = await client.get("/openapi.json")
+            metrics = await client.get("/metrics")
+    finally:
+        await stop_server(RunningServer("", backends, settings), runner)
+    assert document.status_code == 200
+    assert metrics.status_code == 401
+    assert document.json()["security"] == [{"bearer": []}]

@@ -30,7 +30,7 @@ TASK_STOP_TIMEOUT_S = 10.0
 class ConnectionLimits:
     """Bounds on what one client connection can hold on a node.
 
-    A Socket.IO client that answers no ping for ping_interval_s + ping_timeout_s
+    A Socket.IO client that sends no pong for ping_interval_s + ping_timeout_s
     is disconnected and its TCP connection aborted, so a client that stops
     reading cannot hold a queue of events or a blocked writer.
     """
@@ -51,7 +51,7 @@ def create_app(backends: Backends, *, run_worker: bool = True, tokens: Tokens | 
     tokens = tokens or Tokens()
     limits = limits or ConnectionLimits()
     # auto_decompress is off because the ingest route inflates bodies itself, in
-    # bounded steps, and answers unknown encodings with a JSON 415.
+    # bounded steps, and rejects unknown encodings with a JSON 415.
     handler_args = {"keepalive_timeout": limits.keepalive_timeout_s, "max_line_size": limits.max_line_size,
                     "max_field_size": limits.max_line_size, "max_headers": limits.max_headers,
                     "auto_decompress": False}  # fmt: skip
@@ -93,7 +93,7 @@ def create_app(backends: Backends, *, run_worker: bool = True, tokens: Tokens | 
 
 
 def _abort_transport(sio: socketio.AsyncServer, sid: str) -> None:
-    """Abort the TCP connection of a client that stopped answering pings.
+    """Abort the TCP connection of a client that stopped sending pongs.
 
     The engine.io writer of a client that never reads waits on the socket
     forever, so closing politely would hold the connection and its buffers.
@@ -101,7 +101,7 @@ def _abort_transport(sio: socketio.AsyncServer, sid: str) -> None:
     request = (sio.get_environ(sid) or {}).get("aiohttp.request")
     transport = getattr(request, "transport", None)
     if transport is not None:
-        log.warning("Socket.IO client %s answered no ping; aborting its connection", sid)
+        log.warning("Socket.IO client %s sent no pong in time; aborting its connection", sid)
         transport.abort()
 
 

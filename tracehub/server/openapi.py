@@ -205,7 +205,7 @@ def _errors(*statuses: str, bodies: dict[str, str] | None = None) -> dict[str, S
 
 
 def _bad_request() -> Schema:
-    """The 400 response, which is plain text when aiohttp rejects the request itself."""
+    """Return the 400 response, which is plain text when aiohttp rejects the request itself."""
     response = _json(ref("Error"), ERROR_MEANINGS["400"])
     response["description"] += (
         "; a request line or header over 8190 bytes, or malformed HTTP, is rejected by"

@@ -43,8 +43,8 @@ def dumps_json(data: Any) -> bytes:
     try:
         return orjson.dumps(data, default=_default)
     except TypeError:
-        # jsonb attrs can hold integers beyond 64 bits (a float such as 1e20 is
-        # read back as an int), which orjson cannot write; the standard library can.
+        # orjson cannot write integers beyond 64 bits, but jsonb attrs can contain
+        # them, because a float such as 1e20 is read back as an int.
         return json.dumps(data, default=_default, ensure_ascii=False).encode()
 
 
