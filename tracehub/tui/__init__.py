@@ -1,0 +1,1 @@
+"""The terminal dashboard: `tracehub tui` and `tracehub up`."""
