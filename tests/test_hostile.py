@@ -165,11 +165,7 @@ ENTRY_CASES: list[tuple[str, dict[str, Any], str]] = [
 ]  # fmt: skip
 
 
-OVERFLOWING_TS = pytest.param(
-    {"ts": "0001-01-01T00:00:00+14:00"}, "ts", id="ts before year 1 in utc",
-    marks=pytest.mark.xfail(strict=True, reason="protocol.parse_timestamp lets the OverflowError of astimezone"
-                            " escape, so the request fails with 500"),
-)  # fmt: skip
+OVERFLOWING_TS = pytest.param({"ts": "0001-01-01T00:00:00+14:00"}, "ts", id="ts before year 1 in utc")
 
 
 @pytest.mark.parametrize(("change", "field"), [pytest.param(*c[1:], id=c[0]) for c in ENTRY_CASES] + [OVERFLOWING_TS])
@@ -300,8 +296,6 @@ async def test_long_message_cut_on_character_boundary(isolated: Isolated) -> Non
     assert replaced_attrs == {"_replaced_nul": True}
 
 
-@pytest.mark.xfail(strict=True, reason="protocol.py replaces NUL in message and request_id but not in attrs;"
-                   " PostgreSQL jsonb rejects \\u0000, so the worker retries the entry and buries it")
 @pytest.mark.parametrize("attrs", [{"note": "a\u0000b"}, {"a\u0000b": 1}, {"deep": ["\u0000"]}])
 async def test_nul_in_attrs_is_stored_or_rejected(server: RunningServer, isolated: Isolated,
                                                   attrs: dict[str, Any]) -> None:  # fmt: skip

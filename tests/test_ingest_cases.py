@@ -48,6 +48,7 @@ async def control(client: httpx.AsyncClient, action: str, duration_ms: int | Non
 async def test_worker_crash_holding_batches(server: RunningServer, isolated: Isolated) -> None:
     service = "crash-svc"
     async with server.client() as client:
+        await wait_for(lambda: worker_up(client), what="worker up")
         for start in range(1, 201, 50):
             assert (await client.post("/ingest", json=batch(service, range(start, start + 50)))).status_code == 200
         await control(client, "crash-worker", 60_000)
@@ -63,6 +64,12 @@ async def test_worker_crash_holding_batches(server: RunningServer, isolated: Iso
 async def _worker_down(client: httpx.AsyncClient) -> bool:
     workers = (await client.get("/metrics")).json()["workers"]
     return not any(w["alive"] for w in workers)
+
+
+async def worker_up(client: httpx.AsyncClient) -> bool:
+    """True once a worker has sent a heartbeat; before that none is listed at all."""
+    workers = (await client.get("/metrics")).json()["workers"]
+    return any(w["alive"] for w in workers)
 
 
 async def test_retries_and_repeats(server: RunningServer, isolated: Isolated) -> None:

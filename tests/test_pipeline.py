@@ -11,7 +11,7 @@ from hypothesis import HealthCheck, given, settings, strategies as st
 
 from conftest import Isolated, RunningServer, ThreadedServer, batch, entry, poll, start_server, stop_server, wait_for
 from proxy import postgres_proxy
-from test_ingest_cases import control, seqs_of, wait_durable
+from test_ingest_cases import control, seqs_of, wait_durable, worker_up
 
 
 @settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
@@ -85,6 +85,7 @@ async def test_ack_state_restored_after_redis_loses_it(server: RunningServer, is
 async def test_flushed_queue_is_requested_again(server: RunningServer, isolated: Isolated) -> None:
     service = "flush-svc"
     async with server.client() as client:
+        await wait_for(lambda: worker_up(client), what="worker up")
         await control(client, "crash-worker", 60_000)
         await wait_for(lambda: _no_live_worker(client), what="worker down")
         await client.post("/ingest", json=batch(service, range(1, 51)))

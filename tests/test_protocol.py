@@ -277,3 +277,12 @@ def test_model_any_delivery_order_converges(data: st.DataObject) -> None:
     assert model.hwm == n
     assert model.missing == []
     assert sorted(accepted) == seqs  # each seq accepted exactly once
+
+
+def test_nul_in_attrs_replaced_and_marked() -> None:
+    entry = parse(one(note="a\x00b", nested={"k\x00": ["\x00"]})).entries[0]
+    assert entry.attrs == {"note": "a\ufffdb", "nested": {"k\ufffd": ["\ufffd"]}, REPLACED_ATTR: True}
+
+
+def test_timestamp_before_year_one_rejected() -> None:
+    assert parse(one(ts="0001-01-01T00:00:00+14:00")).rejected[0].field == "ts"

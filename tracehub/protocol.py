@@ -217,7 +217,9 @@ def parse_entry(
     if len(item) > 5 or not KNOWN_KEYS.issuperset(item):
         extra = {k: v for k, v in item.items() if k not in KNOWN_KEYS}
         if extra:
-            _check_attrs(seq, extra, max_attrs_bytes, max_attrs_depth, dumps)
+            if _check_attrs(seq, extra, max_attrs_bytes, max_attrs_depth, dumps):
+                extra = _replace_nul(extra)
+                extra[REPLACED_ATTR] = True
             attrs = {**extra, **(attrs or {})}
     return Entry(seq, level, message, request_id, ts, attrs or None, ts_text)
 
@@ -334,24 +336,39 @@ def parse_timestamp(value: Any) -> datetime | None:
         text = text[:-1] + "Z"
     try:
         parsed = datetime.fromisoformat(text)
-    except ValueError:
+        if parsed.tzinfo is None:
+            return None
+        return parsed if parsed.tzinfo is timezone.utc else parsed.astimezone(timezone.utc)
+    except (ValueError, OverflowError):  # OverflowError: before year 1 once in UTC
         return None
-    if parsed.tzinfo is None:
-        return None
-    return parsed if parsed.tzinfo is timezone.utc else parsed.astimezone(timezone.utc)
 
 
-def _check_attrs(seq: int, attrs: dict[str, Any], max_bytes: int, max_depth: int, dumps: Any) -> None:
+def _check_attrs(seq: int, attrs: dict[str, Any], max_bytes: int, max_depth: int, dumps: Any) -> bool:
+    """Check depth and size of extra fields; return True when a string in them
+    contains NUL, which PostgreSQL jsonb cannot store."""
     if _depth(attrs, max_depth + 1) > max_depth:
         raise _EntryError(seq, "attrs", f"extra fields nest deeper than {max_depth} levels; flatten them")
     try:
-        size = len(dumps(attrs))
+        encoded = dumps(attrs)
+        size = len(encoded)
     except (TypeError, ValueError) as exc:
         raise _EntryError(seq, "attrs", f"extra fields cannot be stored as JSON: {exc}") from None
     if size > max_bytes:
         raise _EntryError(
             seq, "attrs", f"extra fields take {size} bytes as JSON, the limit is {max_bytes}"
         )
+    return b"\\u0000" in encoded
+
+
+def _replace_nul(value: Any) -> Any:
+    """Return value with NUL replaced by U+FFFD in every string, keys included."""
+    if isinstance(value, str):
+        return value.replace("\x00", "\ufffd")
+    if isinstance(value, dict):
+        return {_replace_nul(k): _replace_nul(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_replace_nul(item) for item in value]
+    return value
 
 
 def _depth(value: Any, stop: int) -> int:

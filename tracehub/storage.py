@@ -99,7 +99,7 @@ def decode_cursor(cursor: str) -> tuple[datetime, int]:
     try:
         ts_text, id_text = base64.urlsafe_b64decode(padded).decode().split(":")
         return datetime.fromtimestamp(float(ts_text), tz=timezone.utc), int(id_text)
-    except (ValueError, UnicodeDecodeError) as exc:
+    except (ValueError, UnicodeDecodeError, OverflowError, OSError) as exc:
         raise ValueError(f"cursor {cursor!r} is not a cursor returned by GET /logs") from exc
 
 

@@ -120,6 +120,7 @@ def _background(run_worker: bool):  # type: ignore[no-untyped-def]
             task.add_done_callback(_report_death)
         yield
         stop.set()
+        node.hub.stop()  # type: ignore[union-attr]
         for task in tasks:
             if task.get_name() != "worker":
                 task.cancel()

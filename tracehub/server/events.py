@@ -42,14 +42,19 @@ class EventHub:
         self.on_control = on_control
         self._pending_acks: dict[str, dict[str, Any]] = {}
         self._sent_in_window = 0
+        self._stopping = asyncio.Event()
         self._skipped = 0
 
     def ack_sent(self, service: str, ack_till: int, missing: list[int]) -> None:
         """Note an ACK; the latest one per service is published at the next flush."""
         self._pending_acks[service] = {"service": service, "ackTill": ack_till, "missing": missing[:100]}
 
+    def stop(self) -> None:
+        """Ask the relay to end; it notices within a second, cancelled or not."""
+        self._stopping.set()
+
     async def run(self) -> None:
-        """Relay events until cancelled; reconnects to Redis when it drops."""
+        """Relay events until stopped or cancelled; reconnects to Redis when it drops."""
         tasks = [
             asyncio.create_task(self._relay(), name="events-relay"),
             asyncio.create_task(self._flush_acks(), name="events-acks"),
@@ -65,13 +70,17 @@ class EventHub:
 
     async def _relay(self) -> None:
         backoff = 0.2
-        while True:
+        while not self._stopping.is_set():
             try:
                 async with self.queue.redis.pubsub() as pubsub:
                     await pubsub.subscribe(self.queue.keys.events)
                     backoff = 0.2
-                    async for message in pubsub.listen():
-                        if message["type"] == "message":
+                    while not self._stopping.is_set():
+                        # redis-py's pub/sub read can swallow a cancellation (seen with
+                        # redis 8.2), so the loop also ends on the stop flag, checked
+                        # at least once a second.
+                        message = await pubsub.get_message(ignore_subscribe_messages=True, timeout=1.0)
+                        if message is not None and message["type"] == "message":
                             await self._dispatch(orjson.loads(message["data"]))
             except (RedisError, OSError) as exc:
                 log.warning("event relay lost Redis (%s); resubscribing in %.1fs", exc, backoff)
