@@ -20,6 +20,7 @@ from textual.widgets import DataTable, Input, Select, Static
 
 import tracehub
 from conftest import Isolated, RunningServer, batch, free_port, wait_for
+from tracehub.auth import ADMIN, READ, Principal, Tokens
 from tracehub.node import open_backends
 from tracehub.server.app import create_app
 from tracehub.tui import format as fmt
@@ -59,6 +60,19 @@ def screen_text(app: TraceHubApp) -> str:
 def shown_rows(app: TraceHubApp) -> list[LogRow]:
     table = app.screen.query_one("#logs-table", LogTable)
     return [item for item in table.items if isinstance(item, LogRow)]
+
+
+SCREEN_CLASSES = {"1": "OverviewScreen", "2": "LogsScreen", "3": "ReplayScreen",
+                  "4": "QueueScreen", "5": "ServicesScreen"}  # fmt: skip
+
+
+async def show(pilot: Any, key: str) -> None:
+    """Press a screen key and wait until that screen is up, since a first visit
+    composes the screen after the key press returns."""
+    await pilot.press(key)
+    expected = SCREEN_CLASSES[key]
+    await wait_for(lambda: type(pilot.app.screen).__name__ == expected
+                   and pilot.app.screen.is_mounted, what=f"{expected}")  # fmt: skip
 
 
 async def post(
@@ -147,7 +161,7 @@ def test_backoff_grows_to_a_ceiling() -> None:
 async def test_table_bounded_under_flood() -> None:
     app = TraceHubApp("http://127.0.0.1:1", live=False)
     async with app.run_test(size=SIZE) as pilot:
-        await pilot.press("2")
+        await show(pilot, "2")
         for round_number in range(5):
             for seq in range(1, 1201):
                 app.buffer.add_log({"service": "flood", "seq": round_number * 1200 + seq,
@@ -180,7 +194,7 @@ async def test_logs_stream_with_gap_mark(server: RunningServer) -> None:
     app = TraceHubApp(server.url)
     async with app.run_test(size=SIZE) as pilot:
         await connected(app)
-        await pilot.press("2")
+        await show(pilot, "2")
         await post(server, "gap-svc", [1, 2, 3])
         await wait_for(lambda: len(shown_rows(app)) == 3, what="3 rows")
         await post(server, "gap-svc", [7, 8])
@@ -196,7 +210,7 @@ async def test_filters_narrow_the_table(server: RunningServer) -> None:
     app = TraceHubApp(server.url)
     async with app.run_test(size=SIZE) as pilot:
         await connected(app)
-        await pilot.press("2")
+        await show(pilot, "2")
         await post(server, "web", range(1, 4), message="GET /")
         await post(server, "db", [1], level="error", message="disk full")
         await post(server, "db", [2], level="warn", message="slow query")
@@ -221,7 +235,7 @@ async def test_pause_holds_the_view(server: RunningServer) -> None:
     app = TraceHubApp(server.url)
     async with app.run_test(size=SIZE) as pilot:
         await connected(app)
-        await pilot.press("2")
+        await show(pilot, "2")
         await post(server, "pause-svc", [1, 2])
         await wait_for(lambda: len(shown_rows(app)) == 2, what="2 rows")
         await pilot.press("space")
@@ -240,7 +254,7 @@ async def test_enter_opens_entry_with_attrs(server: RunningServer) -> None:
     app = TraceHubApp(server.url)
     async with app.run_test(size=SIZE) as pilot:
         await connected(app)
-        await pilot.press("2")
+        await show(pilot, "2")
         await post(server, "attr-svc", [1], user="u-77", cart={"items": 3})
         await wait_for(lambda: len(shown_rows(app)) == 1, what="1 row")
         await pilot.press("enter")
@@ -258,7 +272,7 @@ async def test_replay_screen_lists_and_requests(server: RunningServer) -> None:
     async with app.run_test(size=SIZE) as pilot:
         await connected(app)
         await post(server, "rp-svc", [1, 2, 5])
-        await pilot.press("3")
+        await show(pilot, "3")
         table = app.screen.query_one("#replay-table", DataTable)
         await wait_for(lambda: table.row_count == 1, what="the automatic replay")
         assert "pending" in screen_text(app)
@@ -285,7 +299,7 @@ async def test_queue_screen_shows_workers(
     async with app.run_test(size=SIZE) as pilot:
         await connected(app)
         await post(server, "q-svc", [1, 2])
-        await pilot.press("4")
+        await show(pilot, "4")
         text = await wait_for(
             lambda: "running" in (t := screen_text(app)) and t, what="worker"
         )
@@ -298,7 +312,7 @@ async def test_services_screen_and_drill_down(server: RunningServer) -> None:
     async with app.run_test(size=SIZE) as pilot:
         await connected(app)
         await post(server, "svc-one", [1, 2, 3, 8])
-        await pilot.press("5")
+        await show(pilot, "5")
         table = app.screen.query_one("#services-table", DataTable)
         await wait_for(lambda: table.row_count == 1, timeout=10, what="service row")
         cells = [str(cell) for cell in table.get_row_at(0)]
@@ -324,7 +338,8 @@ async def test_timed_fault_keys(server: RunningServer, key: str, action: str) ->
     app = TraceHubApp(server.url)
     async with app.run_test(size=SIZE) as pilot:
         await connected(app)
-        await pilot.press("2", key)
+        await show(pilot, "2")
+        await pilot.press(key)
         if action != "delay-ack":
             await wait_for(
                 lambda: isinstance(app.screen, ConfirmScreen), what="confirmation"
@@ -338,7 +353,7 @@ async def test_timed_fault_keys(server: RunningServer, key: str, action: str) ->
             lambda: f"⚠ {action}" in (t := screen_text(app)) and t, what="badge"
         )
         assert isinstance(app.screen, LogsScreen)
-        await pilot.press("4")
+        await show(pilot, "4")
         await wait_for(
             lambda: f"{action} on for" in screen_text(app), what="event log line"
         )
@@ -381,7 +396,7 @@ async def test_flush_key_empties_queue(server: RunningServer) -> None:
         await pilot.press("y")
         await wait_for(lambda: _events(app, "queue flushed"), what="flush event")
         assert await _queue_depth(server) == 0
-        await pilot.press("4")
+        await show(pilot, "4")
         text = await wait_for(
             lambda: "queue flushed" in (t := screen_text(app)) and t, what="line"
         )
@@ -438,7 +453,8 @@ async def _no_faults(server: RunningServer) -> bool:
 async def test_help_and_palette_list_every_action(server: RunningServer) -> None:
     app = TraceHubApp(server.url)
     async with app.run_test(size=SIZE) as pilot:
-        await pilot.press("2", "question_mark")
+        await show(pilot, "2")
+        await pilot.press("question_mark")
         await wait_for(lambda: isinstance(app.screen, HelpScreen), what="help")
         help_text = await wait_for(
             lambda: "Reset" in (t := screen_text(app)) and t, what="keys"
@@ -456,7 +472,7 @@ async def test_flood_stays_responsive(server: RunningServer) -> None:
     app = TraceHubApp(server.url)
     async with app.run_test(size=SIZE) as pilot:
         await connected(app)
-        await pilot.press("2")
+        await show(pilot, "2")
         async with server.client() as client:
             for start in range(1, 10_001, 1000):
                 response = await client.post(
@@ -469,10 +485,7 @@ async def test_flood_stays_responsive(server: RunningServer) -> None:
                 lambda: _trickle(client, app), timeout=20, what="log:skipped"
             )
         started = time.monotonic()
-        await pilot.press("1")
-        await wait_for(
-            lambda: app.screen.__class__.__name__ == "OverviewScreen", what="switch"
-        )
+        await show(pilot, "1")
         assert time.monotonic() - started < 2.0
         assert len(app.model.logs.items) <= 1000
         stat = app.screen.query_one("#stat-skipped", Static)
@@ -526,12 +539,48 @@ async def test_reconnects_and_catches_up(isolated: Isolated) -> None:
                 assert response.status_code == 200
             await wait_for(lambda: app.model.connection.link is Link.CONNECTED, timeout=20,
                            what="reconnected")  # fmt: skip
-            await pilot.press("2")
+            await show(pilot, "2")
             await wait_for(lambda: {r.service for r in shown_rows(app)} == {"back-svc"},
                            what="rows caught up")  # fmt: skip
         finally:
             await runner.cleanup()
             await backends.close()
+
+
+async def test_tokens_reach_socket_and_api(isolated: Isolated) -> None:
+    port = free_port()
+    backends = await open_backends(isolated.settings(port=port))
+    tokens = Tokens({"read-secret": Principal(READ), "admin-secret": Principal(ADMIN)})
+    runner = web.AppRunner(create_app(backends, tokens=tokens), access_log=None,
+                           shutdown_timeout=1.0)  # fmt: skip
+    await runner.setup()
+    await web.TCPSite(runner, "127.0.0.1", port).start()
+    url = f"http://127.0.0.1:{port}"
+    try:
+        anonymous = TraceHubApp(url)
+        async with anonymous.run_test(size=SIZE):
+            await wait_for(lambda: anonymous.model.connection.link is Link.DISCONNECTED,
+                           what="rejected connection")  # fmt: skip
+            assert "read token" in anonymous.model.connection.error
+
+        reader = TraceHubApp(url, token="read-secret")
+        async with reader.run_test(size=SIZE, notifications=True) as pilot:
+            await connected(reader)
+            await pilot.press("d")
+            await wait_for(
+                lambda: "403" in screen_text(reader), what="forbidden notice"
+            )
+
+        admin = TraceHubApp(url, token="admin-secret")
+        async with admin.run_test(size=SIZE) as pilot:
+            await connected(admin)
+            await pilot.press("d")
+            await wait_for(
+                lambda: "⚠ delay-ack" in screen_text(admin), what="fault badge"
+            )
+    finally:
+        await runner.cleanup()
+        await backends.close()
 
 
 # --- tracehub up ------------------------------------------------------------------

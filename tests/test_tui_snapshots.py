@@ -21,11 +21,11 @@ NOW = 1_796_385_600.0  # 2026-12-04 12:00:00 UTC
 URL = "http://127.0.0.1:3001"
 SIZES = [(80, 24), (160, 48)]
 SCREEN_KEYS = {
-    "overview": "1",
-    "logs": "2",
-    "replay": "3",
-    "queue": "4",
-    "services": "5",
+    "overview": ("1", "OverviewScreen"),
+    "logs": ("2", "LogsScreen"),
+    "replay": ("3", "ReplayScreen"),
+    "queue": ("4", "QueueScreen"),
+    "services": ("5", "ServicesScreen"),
 }
 SERVICES = ("payment-service", "checkout-api", "email-worker")
 LEVELS = ("info", "info", "debug", "warn", "info", "error", "info", "trace")
@@ -190,13 +190,28 @@ def steady_app() -> TraceHubApp:
     return TraceHubApp(URL, live=False, clock=lambda: NOW)
 
 
-def then_press(*keys: str) -> Callable[[Pilot[None]], Any]:
+def then_press(*steps: tuple[str, str]) -> Callable[[Pilot[None]], Any]:
+    """Feed the data, then press each key and wait for the screen it opens."""
+
     async def run(pilot: Pilot[None]) -> None:
         await feed(pilot)
-        await pilot.press(*keys)
-        await pilot.pause()
+        for key, screen_name in steps:
+            await pilot.press(key)
+            await settle(pilot, screen_name)
 
     return run
+
+
+async def settle(pilot: Pilot[None], screen_name: str) -> None:
+    """Wait, 5 s at most, until the named screen is current and mounted, since the
+    first visit to a screen composes it after the key press returns."""
+    for _ in range(100):
+        screen = pilot.app.screen
+        if type(screen).__name__ == screen_name and screen.is_mounted:
+            await pilot.pause()
+            return
+        await pilot.pause(0.05)
+    raise AssertionError(f"{screen_name} did not open within 5 s")
 
 
 @pytest.mark.parametrize("size", SIZES, ids=lambda size: f"{size[0]}x{size[1]}")
@@ -207,14 +222,21 @@ def test_screen_snapshot(snap_compare: Any, screen: str, size: tuple[int, int]) 
     )
 
 
+LOGS = SCREEN_KEYS["logs"]
+
+
 def test_confirm_snapshot(snap_compare: Any) -> None:
-    assert snap_compare(steady_app(), run_before=then_press("2", "f"))
+    assert snap_compare(
+        steady_app(), run_before=then_press(LOGS, ("f", "ConfirmScreen"))
+    )
 
 
 def test_log_detail_snapshot(snap_compare: Any) -> None:
-    assert snap_compare(steady_app(), run_before=then_press("2", "enter"))
+    assert snap_compare(
+        steady_app(), run_before=then_press(LOGS, ("enter", "LogDetailScreen"))
+    )
 
 
 def test_logs_without_color(snap_compare: Any, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("NO_COLOR", "1")
-    assert snap_compare(steady_app(), run_before=then_press("2"))
+    assert snap_compare(steady_app(), run_before=then_press(LOGS))

@@ -81,6 +81,13 @@ def backoff_s(attempt: int) -> float:
     return base * random.uniform(0.8, 1.2)
 
 
+def reason(data: Any) -> str:
+    """Return the message of a connect_error event (a string or {"message": ...})."""
+    if isinstance(data, dict):
+        return str(data.get("message", data))
+    return str(data)
+
+
 class LiveFeed:
     """Keeps a Socket.IO connection up, catching up over HTTP after each connect."""
 
@@ -109,15 +116,18 @@ class LiveFeed:
             # Bind this attempt's event: a client of an earlier attempt may still
             # report its disconnect after a new attempt has started.
             client.on("disconnect", lambda *_, event=lost: event.set())
+            connect_errors: list[str] = []  # the server's reason, such as a rejected token
+            client.on(
+                "connect_error", lambda data, into=connect_errors: into.append(reason(data))
+            )
             try:
                 await client.connect(
                     self.url, auth=self._auth(), wait_timeout=CONNECT_TIMEOUT_S
                 )
             except (socketio.exceptions.ConnectionError, OSError) as exc:
                 attempt += 1
-                await self._wait_to_retry(
-                    client, attempt, str(exc) or type(exc).__name__
-                )
+                error = connect_errors[-1] if connect_errors else str(exc) or type(exc).__name__
+                await self._wait_to_retry(client, attempt, error)
                 continue
             log.info("connected to %s (sid %s)", self.url, client.sid)
             attempt = 0
