@@ -104,3 +104,25 @@ async def test_worker_killed_mid_batch(isolated: Isolated, tmp_path: Path) -> No
     finally:
         stop_all(processes)
     assert seqs_of(isolated, service) == list(range(1, total + 1))
+
+
+async def test_serve_stops_promptly_with_live_clients(isolated: Isolated, tmp_path: Path) -> None:
+    import time
+
+    port = free_port()
+    url = f"http://127.0.0.1:{port}"
+    server = start_node(isolated, tmp_path, "serve", "serve", "--port", str(port))
+    client = socketio.AsyncClient(reconnection=False)
+    try:
+        await asyncio.to_thread(wait_http, url)
+        await client.connect(url, transports=["websocket"])
+        started = time.monotonic()
+        server.send_signal(signal.SIGTERM)
+        code = await asyncio.to_thread(server.wait, 30)
+        took = time.monotonic() - started
+    finally:
+        stop_all([server])
+        if client.connected:
+            await client.disconnect()
+    assert code == 0
+    assert took < 8

@@ -67,6 +67,7 @@ def create_app(backends: Backends, *, run_worker: bool = True, tokens: Tokens | 
         max_http_buffer_size=limits.sio_max_message_bytes,
     )  # fmt: skip
     sio.attach(app)
+    connected: set[str] = set()
     node.hub = EventHub(sio, backends.queue, settings.log_events_per_s, lambda: node_snapshot(node), backends.faults.refresh)
 
     @sio.event
@@ -78,14 +79,27 @@ def create_app(backends: Backends, *, run_worker: bool = True, tokens: Tokens | 
             log.warning("Socket.IO client %s rejected: missing or invalid read token", sid)
             raise socketio.exceptions.ConnectionRefusedError("missing or invalid read token")
         log.info("Socket.IO client %s connected", sid)
+        connected.add(sid)
         await sio.emit("metrics:snapshot", await node_snapshot(node), to=sid)
 
     @sio.event
     async def disconnect(sid: str, reason: object = None) -> None:
         log.info("Socket.IO client %s disconnected: %s", sid, reason)
+        connected.discard(sid)
         if reason == sio.reason.PING_TIMEOUT:
             _abort_transport(sio, sid)
 
+    async def close_sockets(_: web.Application) -> None:
+        # Open Socket.IO connections would otherwise hold the shutdown until
+        # aiohttp's shutdown timeout runs out.
+        for sid in list(connected):
+            request = (sio.get_environ(sid) or {}).get("aiohttp.request")
+            await sio.disconnect(sid)
+            transport = getattr(request, "transport", None)
+            if transport is not None:
+                transport.close()
+
+    app.on_shutdown.append(close_sockets)
     app.add_routes(routes)
     add_openapi_route(app, settings)
     app.cleanup_ctx.append(_background(run_worker))
@@ -111,7 +125,7 @@ def _background(run_worker: bool):  # type: ignore[no-untyped-def]
         stop = asyncio.Event()
         tasks = [
             asyncio.create_task(node.hub.run(), name="event-hub"),  # type: ignore[union-attr]
-            asyncio.create_task(_poll_faults(node), name="fault-poll"),
+            asyncio.create_task(_poll_faults(node, stop), name="fault-poll"),
         ]
         if run_worker:
             tasks.append(asyncio.create_task(
@@ -141,8 +155,8 @@ def _report_death(task: asyncio.Task[None]) -> None:
         log.critical("background task %s died: %r", task.get_name(), exc, exc_info=exc)
 
 
-async def _poll_faults(node: Node) -> None:
-    while True:
+async def _poll_faults(node: Node, stop: asyncio.Event) -> None:
+    while not stop.is_set():
         try:
             await node.faults.refresh_and_announce()
         except Exception as exc:  # noqa: BLE001 - a poll failure must not stop the node
