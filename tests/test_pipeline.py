@@ -180,3 +180,69 @@ async def test_non_json_content_type_is_415(server: RunningServer, isolated: Iso
                                      headers={"Content-Type": "text/plain"})  # fmt: skip
     assert response.status_code == 415
     assert response.json()["error"]["field"] == "Content-Type"
+
+
+async def test_flushed_seqs_found_under_steady_traffic(server: RunningServer, isolated: Isolated) -> None:
+    """The lost-seq finder must not need an empty queue: traffic keeps flowing."""
+    service, other = "steady-flush-svc", "steady-other-svc"
+    stop = asyncio.Event()
+
+    async def keep_sending(client: httpx.AsyncClient) -> None:
+        seq = 1
+        while not stop.is_set():
+            await client.post("/ingest", json=batch(other, range(seq, seq + 20)))
+            seq += 20
+            await asyncio.sleep(0.02)
+
+    async with server.client() as client:
+        await wait_for(lambda: worker_up(client), what="worker up")
+        traffic = asyncio.create_task(keep_sending(client))
+        try:
+            await control(client, "crash-worker", 60_000)
+            await wait_for(lambda: _no_live_worker(client), what="worker down")
+            await client.post("/ingest", json=batch(service, range(1, 31)))
+            await control(client, "flush-queue")
+            await control(client, "reset")
+
+            async def missing_reported() -> list[int]:
+                return (await client.post("/ingest", json=batch(service, [30]))).json()["missing"]
+
+            missing = await wait_for(missing_reported, timeout=20, what="flushed seqs reported missing")
+            assert missing == list(range(1, 30))
+            await client.post("/ingest", json=batch(service, missing))
+            await wait_durable(client, service, 30)
+        finally:
+            stop.set()
+            await traffic
+    assert seqs_of(isolated, service) == list(range(1, 31))
+
+
+def test_age_ranges_keeps_first_seen_time() -> None:
+    from tracehub.worker import age_ranges
+
+    aged = age_ranges([(1, 10), (20, 25)], [((5, 12), 100), ((20, 20), 50)], now_ms=900)
+    assert aged == [((1, 4), 900), ((5, 10), 100), ((20, 20), 50), ((21, 25), 900)]
+
+
+async def test_manual_replay_requests_unstored_seqs(server: RunningServer, isolated: Isolated) -> None:
+    service = "manual-svc"
+    async with server.client() as client:
+        await wait_for(lambda: worker_up(client), what="worker up")
+        await client.post("/ingest", json=batch(service, range(1, 6)))
+        await wait_durable(client, service, 5)
+        await control(client, "crash-worker", 60_000)
+        await wait_for(lambda: _no_live_worker(client), what="worker down")
+        await client.post("/ingest", json=batch(service, range(6, 11)))
+        await control(client, "flush-queue")
+        response = await client.post("/logs/replay", json={"service": service, "fromSeq": 1, "toSeq": 10})
+        assert response.status_code == 202
+        ack = (await client.post("/ingest", json=batch(service, [10]))).json()
+        assert ack["missing"] == [6, 7, 8, 9]  # seq 10 itself was just resent
+        await control(client, "reset")
+        await client.post("/ingest", json=batch(service, range(6, 11)))
+        await wait_durable(client, service, 10)
+        replays = await wait_for(lambda: isolated.sql(
+            "SELECT status FROM replay_requests WHERE service = %s AND reason = 'manual'", (service,)) == [("completed",)],
+            what="manual replay completed")  # fmt: skip
+        assert replays
+    assert seqs_of(isolated, service) == list(range(1, 11))

@@ -18,7 +18,7 @@ from datetime import datetime
 from typing import Any, Sequence
 
 from tracehub.config import Settings
-from tracehub.protocol import AckModel, Batch, Entry, Range, count, durable_mark, expand, merge, to_ranges
+from tracehub.protocol import AckModel, Batch, Entry, Range, count, durable_mark, expand, merge, subtract, to_ranges
 from tracehub.queue import RedisQueue, StreamEntry
 from tracehub.storage import Store, format_rows
 
@@ -373,7 +373,7 @@ class Ingestor:
                 model = model_from_state(record.state)
                 for start, end in done_ranges:
                     model._take_missing(start, end)
-                wanted = [r for r in ranges if r[1] <= model.hwm]
+                wanted = subtract([(a, min(b, model.hwm)) for a, b in ranges if a <= model.hwm], done_ranges)
                 model.missing = merge(model.missing + wanted)
                 state = state_from_model(model, record.state.get("epoch"), record.state.get("lost", 0))
                 if await self.queue.cas_record(ack_key, record.version, state) is not None:

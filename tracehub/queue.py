@@ -179,6 +179,11 @@ class StreamEntry:
         )
 
 
+def _entry_ms(entry_id: str) -> int:
+    """Return the millisecond part of a stream entry id such as 1700000000000-0."""
+    return int(entry_id.split("-", 1)[0])
+
+
 def connect(url: str) -> aioredis.Redis:
     """Return a Redis client for url with bounded timeouts and health checks."""
     return aioredis.from_url(
@@ -463,6 +468,24 @@ class RedisQueue:
 
     async def forget_worker(self, consumer: str) -> None:
         await self.redis.hdel(self.keys.workers, consumer)
+
+    # --- queue age, for the lost-seq finder ------------------------------------------
+
+    async def server_time_ms(self) -> int:
+        """Return Redis's clock in milliseconds, the clock of stream entry ids."""
+        seconds, micros = await self.redis.time()
+        return int(seconds) * 1000 + int(micros) // 1000
+
+    async def oldest_queued_ms(self) -> int | None:
+        """Return the time (ms) of the oldest batch not yet written: the first entry
+        of the stream or of the retry queue, or None when both are empty."""
+        times = []
+        first = await self.redis.xrange(self.keys.stream, count=1)
+        if first:
+            times.append(_entry_ms(first[0][0].decode()))
+        for member in await self.redis.zrange(self.keys.retry, 0, 9999):
+            times.append(_entry_ms(orjson.loads(member)["id"]))
+        return min(times) if times else None
 
     # --- operator actions ----------------------------------------------------------
 

@@ -24,7 +24,7 @@ from redis.exceptions import RedisError
 
 from tracehub.config import Settings
 from tracehub.ingest import Ingestor
-from tracehub.protocol import RequestError, count, parse_batch
+from tracehub.protocol import RequestError, count, parse_batch, subtract
 from tracehub.queue import RedisQueue, StreamEntry
 from tracehub.storage import Store, StorageError, StorageUnavailable
 
@@ -67,7 +67,7 @@ class Worker:
         self.state = "starting"
         self.crash_requested = False
         self._dirty_services: set[str] = set()
-        self._suspects: dict[str, list[tuple[int, int]]] = {}
+        self._suspects: dict[str, list[tuple[tuple[int, int], int]]] = {}
 
     # --- lifecycle -------------------------------------------------------------------
 
@@ -279,28 +279,31 @@ class Worker:
     async def find_lost_in_queue(self) -> None:
         """Re-request seqs that were acknowledged but never reached PostgreSQL.
 
-        With the stream, its pending list and the retry queue all empty, every seq
-        acknowledged as received must be stored, declared lost, or missing. Seqs that
-        are none of these in two scans in a row (a flushed queue, a lost Redis write)
-        go back into the missing set, and producers resend them from their buffers.
+        An ACK and the stream entry of its batch are written in one atomic step, so
+        a seq seen acknowledged but not done at time t was queued at or before t.
+        Once every batch queued up to t has left the stream and the retry queue, the
+        seq must be stored, lost or missing. If it is none of these (a flushed
+        queue, a lost Redis write), it goes back into the missing set and producers
+        resend it from their buffers. This works under steady traffic, when the
+        queue is never empty.
         """
-        depth = await self.queue.depth()
-        if depth["stream"] or depth["pending"] or depth["retry"]:
-            self._suspects = {}
-            return
-        suspects: dict[str, list[tuple[int, int]]] = {}
+        # The order of the reads matters: the queue age first, then the ACK records,
+        # so a batch finished in between has its seqs marked done before we look.
+        scan_ms = await self.queue.server_time_ms()
+        oldest_ms = await self.queue.oldest_queued_ms()
+        suspects: dict[str, list[tuple[tuple[int, int], int]]] = {}
         for service in await self.queue.known_services():
             undone = await self.ingestor.undone_ranges(service)
-            seen = self._suspects.get(service, [])
-            confirmed = [r for r in undone if r in seen]
-            if confirmed:
-                requested = await self.ingestor.request_again(service, confirmed)
-                await self.store.record_gaps(service, confirmed, "requeued")
+            aged = age_ranges(undone, self._suspects.get(service, []), await self.queue.server_time_ms())
+            lost = [r for r, seen_ms in aged if seen_ms < scan_ms and (oldest_ms is None or oldest_ms > seen_ms)]
+            if lost:
+                requested = await self.ingestor.request_again(service, lost)
+                await self.store.record_gaps(service, lost, "requeued")
                 log.warning("service %s: %d acknowledged seqs never reached PostgreSQL; requested again: %s",
-                            service, requested, confirmed[:10])  # fmt: skip
-            remaining = [r for r in undone if r not in confirmed]
-            if remaining:
-                suspects[service] = remaining
+                            service, requested, lost[:10])  # fmt: skip
+            waiting = [(r, seen_ms) for r, seen_ms in aged if r not in lost]
+            if waiting:
+                suspects[service] = waiting
         self._suspects = suspects
 
     async def scan_replays(self) -> None:
@@ -352,6 +355,23 @@ class Worker:
         await self.store.bump_replay_attempts([replay["id"]])
         log.info("replay %d of service %s: %d entries taken from the producer buffer",
                  replay["id"], replay["service"], ack.accepted)  # fmt: skip
+
+
+def age_ranges(
+    ranges: Sequence[tuple[int, int]], seen: Sequence[tuple[tuple[int, int], int]], now_ms: int
+) -> list[tuple[tuple[int, int], int]]:
+    """Pair each range with the time it was first seen: parts of it seen in an
+    earlier scan keep their time, the rest is new as of now_ms."""
+    aged = []
+    for start, end in ranges:
+        rest = [(start, end)]
+        for (s_start, s_end), seen_ms in seen:
+            low, high = max(start, s_start), min(end, s_end)
+            if low <= high:
+                aged.append(((low, high), seen_ms))
+                rest = subtract(rest, [(low, high)])
+        aged += [(piece, now_ms) for piece in rest]
+    return sorted(aged)
 
 
 async def _wait(stop: asyncio.Event, seconds: float) -> None:

@@ -301,8 +301,13 @@ async def request_replay(request: web.Request) -> web.Response:
         bounds.append(value)
     if bounds[0] > bounds[1]:
         raise RequestError(400, "invalid_range", "toSeq", "toSeq must be at least fromSeq")
-    row = await request.app[NODE].store.create_replay(service, bounds[0], bounds[1])
-    log.info("replay %d of service %s (%d..%d) requested", row["id"], service, bounds[0], bounds[1])
+    node = request.app[NODE]
+    row = await node.store.create_replay(service, bounds[0], bounds[1])
+    # Seqs of the range that are acknowledged but not stored become missing again,
+    # so a resend (or the producer buffer) counts as new instead of a duplicate.
+    requested = await node.ingestor.request_again(service, [(bounds[0], bounds[1])])
+    log.info("replay %d of service %s (%d..%d) requested; %d seqs missing again",
+             row["id"], service, bounds[0], bounds[1], requested)  # fmt: skip
     return json_response({"replay": row}, status=202)
 
 
