@@ -169,7 +169,7 @@ class Ingestor:
 
         seqs = sorted({e.seq for e in batch.entries} | set(batch.settled_seqs))
         result = model.receive(seqs)
-        accepted_entries = [e for e in batch.entries if _in(result.accepted, e.seq)]
+        accepted_entries = _entries_in(batch.entries, result.accepted)
         settled = [s for s in batch.settled_seqs if _in(result.accepted, s)]
         lost_total = (state or {}).get("lost", 0) + count(lost_ranges)
         changed = bool(result.accepted) or epoch != (state or {}).get("epoch")
@@ -408,6 +408,15 @@ def _add_done(done: dict[str, Any], ranges: Sequence[Range], lost: int) -> dict[
         "durable": durable_mark(merged, done["base"]),
         "lost": done.get("lost", 0) + lost,
     }
+
+
+def _entries_in(entries: list[Entry], ranges: Sequence[Range]) -> list[Entry]:
+    """Return the entries (sorted by seq) whose seq lies in ranges."""
+    if not entries or not ranges:
+        return []
+    if len(ranges) == 1 and ranges[0][0] <= entries[0].seq and entries[-1].seq <= ranges[0][1]:
+        return entries  # the usual case: the whole batch is new
+    return [e for e in entries if _in(ranges, e.seq)]
 
 
 def _in(ranges: Sequence[Range], seq: int) -> bool:
