@@ -88,3 +88,25 @@ def _wait_durable(url: str, service: str, seq: int) -> None:
         return any(s["service"] == service and s["durableTill"] >= seq for s in services)
 
     poll(durable, timeout=30, what=f"{service} durable to {seq}")
+
+
+def test_hangup_stops_servers_despite_dead_users(tmp_path: Path) -> None:
+    import json
+
+    home = tmp_path / "home"
+    port = free_port()
+    url = f"http://127.0.0.1:{port}"
+    server = spawn(["serve", "--port", str(port)], embedded_env(home), tmp_path / "serve.log")
+    try:
+        wait_http(url, timeout=90)
+        users = home / "postgres" / ".handle_pids.json"
+        dead = subprocess.Popen(["true"])
+        dead.wait()
+        users.write_text(json.dumps(json.loads(users.read_text()) + [dead.pid]))  # a user killed without leaving
+        server.send_signal(signal.SIGHUP)
+        assert server.wait(timeout=60) == 0
+    finally:
+        if server.poll() is None:
+            server.kill()
+    assert not (home / "redis" / "redis.sock").exists()
+    assert not (home / "postgres" / "postmaster.pid").exists()

@@ -246,3 +246,61 @@ async def test_manual_replay_requests_unstored_seqs(server: RunningServer, isola
             what="manual replay completed")  # fmt: skip
         assert replays
     assert seqs_of(isolated, service) == list(range(1, 11))
+
+
+async def test_first_epoch_overlapping_old_seqs_conflicts(server: RunningServer, isolated: Isolated) -> None:
+    service = "first-epoch-svc"
+    async with server.client() as client:
+        await client.post("/ingest", json=batch(service, range(1, 6)))
+        overlap = await client.post("/ingest", json={"service": service, "epoch": "run-1",
+                                                     "batch": [entry(s) for s in range(1, 8)]})  # fmt: skip
+        assert overlap.status_code == 409
+        assert overlap.json()["nextSeq"] == 6
+        onward = await client.post("/ingest", json={"service": service, "epoch": "run-1", "batch": [entry(6)]})
+        assert onward.status_code == 200
+        assert onward.json()["ackTill"] == 6
+
+
+async def test_manual_replay_of_unknown_or_unsent_seqs_rejected(server: RunningServer) -> None:
+    async with server.client() as client:
+        unknown = await client.post("/logs/replay", json={"service": "never-seen", "fromSeq": 1, "toSeq": 2})
+        await client.post("/ingest", json=batch("known-svc", [1, 2]))
+        beyond = await client.post("/logs/replay", json={"service": "known-svc", "fromSeq": 1, "toSeq": 99})
+    assert unknown.status_code == 404
+    assert unknown.json()["error"]["field"] == "service"
+    assert beyond.status_code == 400
+    assert beyond.json()["error"]["field"] == "toSeq"
+
+
+async def test_many_gzip_members_rejected(server: RunningServer) -> None:
+    import gzip
+
+    import orjson
+
+    body = gzip.compress(b"") * 1000 + gzip.compress(orjson.dumps(batch("gz-svc", [1])))
+    async with server.client() as client:
+        response = await client.post("/ingest", content=body, headers={
+            "Content-Type": "application/json", "Content-Encoding": "gzip"})  # fmt: skip
+    assert response.status_code == 400
+    assert "gzip members" in response.json()["error"]["message"]
+
+
+async def test_burst_of_concurrent_services_never_503(server: RunningServer) -> None:
+    limits = httpx.Limits(max_connections=200)
+    async with httpx.AsyncClient(base_url=server.url, timeout=60, limits=limits) as client:
+        responses = await asyncio.gather(*[
+            client.post("/ingest", json=batch(f"burst-{i}", range(1, 51))) for i in range(150)
+        ])  # fmt: skip
+    assert sorted({r.status_code for r in responses}) == [200]
+
+
+def test_log_formatter_redacts_bearer_tokens() -> None:
+    import logging
+
+    from tracehub.cli import RedactingFormatter
+
+    record = logging.LogRecord("aiohttp.server", logging.ERROR, __file__, 1,
+                               "bad request b'Authorization: Bearer adm-SECRET-123 \\x7f'", None, None)  # fmt: skip
+    text = RedactingFormatter("%(message)s").format(record)
+    assert "adm-SECRET-123" not in text
+    assert "Bearer [redacted]" in text

@@ -5,7 +5,9 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+import re
 import sys
+import warnings
 from pathlib import Path
 from typing import Any, Optional
 
@@ -41,12 +43,22 @@ class CliError(Exception):
     """A failure to report on one line before exiting non-zero."""
 
 
+BEARER_RE = re.compile(r"(?i)(bearer\s+)[^\s'\"\\]+")
+
+
+class RedactingFormatter(logging.Formatter):
+    """Replace bearer tokens with [redacted] anywhere in a formatted record,
+    tracebacks included: aiohttp logs the raw bytes of a malformed request."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        return BEARER_RE.sub(r"\1[redacted]", super().format(record))
+
+
 def setup_logging(verbose: bool) -> None:
-    logging.basicConfig(
-        level=logging.DEBUG if verbose else logging.INFO,
-        format="%(asctime)s %(levelname)-7s %(name)s: %(message)s",
-        stream=sys.stderr,
-    )
+    warnings.filterwarnings("ignore", module="platformdirs")
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(RedactingFormatter("%(asctime)s %(levelname)-7s %(name)s: %(message)s"))
+    logging.basicConfig(level=logging.DEBUG if verbose else logging.INFO, handlers=[handler])
     for noisy in ("aiohttp.access", "engineio", "socketio", "httpx", "pgserver"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
 
@@ -74,7 +86,7 @@ def _settings(host: str | None = None, port: int | None = None, **overrides: Any
 @app.command()
 def serve(
     host: Optional[str] = typer.Option(None, help="Address to bind [env TRACEHUB_HOST, default 127.0.0.1]."),
-    port: Optional[int] = typer.Option(None, help="TCP port [env TRACEHUB_PORT, default 3001]."),
+    port: Optional[int] = typer.Option(None, min=1, max=65535, help="TCP port [env TRACEHUB_PORT, default 3001]."),
     database_url: Optional[str] = typer.Option(None, help="PostgreSQL URL [env TRACEHUB_DATABASE_URL; default: embedded]."),
     redis_url: Optional[str] = typer.Option(None, help="Redis URL [env TRACEHUB_REDIS_URL; default: embedded]."),
     home: Optional[Path] = typer.Option(None, help="Folder for embedded server data [env TRACEHUB_HOME]."),

@@ -155,6 +155,7 @@ class Embedded:
         import pgserver
 
         self.home.mkdir(parents=True, exist_ok=True)
+        _forget_dead_users(self.home / "postgres" / ".handle_pids.json")
         try:
             server = pgserver.get_server(self.home / "postgres", cleanup_mode="stop")
         except Exception as exc:  # pgserver raises bare exceptions from its subprocesses
@@ -171,8 +172,26 @@ class Embedded:
         """Leave both servers; they stop when no other process uses them."""
         self.redis.stop()
         if self._postgres is not None:
+            _forget_dead_users(self.home / "postgres" / ".handle_pids.json")
             self._postgres.cleanup()  # type: ignore[attr-defined]
             self._postgres = None
+
+
+def _forget_dead_users(path: Path) -> None:
+    """Drop the pids of dead processes from pgserver's list of server users.
+
+    pgserver stops its server when the last pid on that list leaves, but never
+    removes a pid whose process died without leaving (SIGKILL, a lost terminal),
+    so one such exit would keep the server up for ever.
+    """
+    try:
+        pids = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return
+    alive = [pid for pid in pids if isinstance(pid, int) and _alive(pid)]
+    if alive != pids:
+        path.write_text(json.dumps(alive))
+        log.info("forgot %d dead users of the embedded PostgreSQL", len(pids) - len(alive))
 
 
 def _ensure_database(admin_url: str, name: str) -> None:

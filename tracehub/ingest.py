@@ -218,13 +218,17 @@ class Ingestor:
     ) -> tuple[str | None, list[Range]]:
         """Return the epoch to store and the missing ranges an epoch change gives up."""
         stored = (state or {}).get("epoch")
-        if batch.epoch is None or state is None or stored is None:
+        if batch.epoch is None or state is None:
             return batch.epoch or stored, []
         if batch.epoch == stored:
             return stored, []
+        # A new epoch, or the first one of a service written without epochs so far:
+        # seqs at or below the high-water mark would be taken for duplicates.
         seqs = [e.seq for e in batch.entries] + batch.settled_seqs
         if min(seqs) <= state["hwm"]:
             raise EpochConflict(service, batch.epoch, state["hwm"] + 1)
+        if stored is None:
+            return batch.epoch, []
         return batch.epoch, [(a, b) for a, b in state["missing"]]
 
     def _stream_entry(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from typing import Optional
 
 import typer
@@ -31,6 +32,8 @@ def inject(
     if wipe and not yes and not typer.confirm("Delete every log, ACK state, replay and producer buffer?"):
         raise CliError("reset --all cancelled")
     body: dict[str, object] = {"action": action}
+    if duration is not None and not (math.isfinite(duration) and 0 < duration <= 3600):
+        raise CliError(f"--duration must be a number of seconds from 0.001 to 3600, got {duration}")
     if duration is not None:
         body["durationMs"] = int(duration * 1000)
     elif action in DEFAULT_DURATION_MS:

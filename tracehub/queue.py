@@ -21,6 +21,10 @@ from tracehub.protocol import Range
 log = logging.getLogger(__name__)
 
 GROUP = "workers"
+# A request waits up to POOL_WAIT_S for one of MAX_CONNECTIONS connections instead
+# of failing at once when a burst of requests takes them all.
+MAX_CONNECTIONS = 64
+POOL_WAIT_S = 10
 STATS_TTL_S = 180
 
 
@@ -185,14 +189,17 @@ def _entry_ms(entry_id: str) -> int:
 
 
 def connect(url: str) -> aioredis.Redis:
-    """Return a Redis client for url with bounded timeouts and health checks."""
-    return aioredis.from_url(
+    """Return a Redis client for url with a bounded pool, timeouts and health checks."""
+    pool = aioredis.BlockingConnectionPool.from_url(
         url,
+        max_connections=MAX_CONNECTIONS,
+        timeout=POOL_WAIT_S,
         socket_connect_timeout=5,
         socket_timeout=30,
         health_check_interval=15,
         retry_on_timeout=False,
     )
+    return aioredis.Redis(connection_pool=pool)
 
 
 class RedisQueue:

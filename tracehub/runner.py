@@ -18,6 +18,9 @@ from tracehub.worker import supervise
 
 log = logging.getLogger(__name__)
 
+# SIGHUP too: a closed terminal must stop the node cleanly, embedded servers included.
+STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
+
 
 def install_event_loop() -> None:
     """Use uvloop when it is installed."""
@@ -57,7 +60,7 @@ def _safe(url: str | None) -> str:
 async def _until_signalled() -> None:
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
-    for sig in (signal.SIGINT, signal.SIGTERM):
+    for sig in STOP_SIGNALS:
         loop.add_signal_handler(sig, stop.set)
     await stop.wait()
 
@@ -114,6 +117,6 @@ async def run_worker(settings: Settings) -> None:
     async with _backends(settings, pool_size=4) as backends:
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
-        for sig in (signal.SIGINT, signal.SIGTERM):
+        for sig in STOP_SIGNALS:
             loop.add_signal_handler(sig, stop.set)
         await supervise(backends.new_worker, backends.faults, backends.queue, stop)

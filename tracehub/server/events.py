@@ -103,7 +103,7 @@ class EventHub:
     async def _emit_logs(self, logs: list[dict[str, Any]], total: int) -> None:
         """Send log:new for as many logs as this second's budget allows; count the rest."""
         room = max(0, self.log_events_per_s - self._sent_in_window)
-        for item in logs[:room]:
+        for item in logs[len(logs) - min(room, len(logs)) :]:  # the newest ones
             await self.sio.emit("log:new", item)
         sent = min(room, len(logs))
         self._sent_in_window += sent

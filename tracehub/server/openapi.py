@@ -180,6 +180,7 @@ ERROR_MEANINGS = {
     "403": "the token does not grant this operation (or this service)",
     "408": "the body did not arrive within the body read timeout",
     "409": "the epoch changed while seqs at or below ackTill were sent",
+    "404": "the service has sent no logs",
     "413": "the body, after decompression, or the batch is over its limit",
     "415": "Content-Type is not JSON, or Content-Encoding is not gzip, deflate or identity",
     "422": "every entry of the batch is invalid",
@@ -273,7 +274,8 @@ def _paths() -> dict[str, Schema]:
             "post": {
                 "summary": "Request a replay of a seq range", "operationId": "requestReplay",
                 "requestBody": _body("ReplayRequest"),
-                "responses": {"202": _json(ref("ReplayCreated"), "the replay, pending"), **_errors(*BODY_ERRORS)},
+                "responses": {"202": _json(ref("ReplayCreated"), "the replay, pending"),
+                              **_errors(*BODY_ERRORS, "404")},
             },
         },
         "/metrics": {"get": {

@@ -27,6 +27,9 @@ routes = web.RouteTableDef()
 MAX_LIMIT = 1000
 REPLAY_STATUSES = ("pending", "completed", "lost")
 BODY_ENCODINGS = ("gzip", "deflate")
+# Each gzip member costs a new inflater; thousands of empty ones would keep the
+# event loop busy for seconds while inflating nothing.
+MAX_GZIP_MEMBERS = 64
 GZIP_WBITS = 16 + zlib.MAX_WBITS  # zlib's window bits value for a gzip header and trailer
 DEFAULT_BODY_READ_TIMEOUT_S = 30.0
 BODY_READ_TIMEOUT = web.AppKey("body_read_timeout_s", float)
@@ -108,6 +111,7 @@ async def _inflate(request: web.Request, encoding: str, limit: int) -> bytes:
     output, so a compression bomb is rejected after limit bytes of work."""
     inflater = zlib.decompressobj(GZIP_WBITS if encoding == "gzip" else zlib.MAX_WBITS)
     body = bytearray()
+    members = 1
     async for chunk in request.content.iter_any():
         data = chunk
         while data:
@@ -119,6 +123,9 @@ async def _inflate(request: web.Request, encoding: str, limit: int) -> bytes:
                 raise _too_large(limit, encoding)
             data = inflater.unconsumed_tail
             if inflater.eof and inflater.unused_data:  # the next member of a multi-member gzip
+                members += 1
+                if members > MAX_GZIP_MEMBERS:
+                    raise _bad_compression(encoding, f"the body has more than {MAX_GZIP_MEMBERS} gzip members")
                 data = inflater.unused_data
                 inflater = zlib.decompressobj(GZIP_WBITS if encoding == "gzip" else zlib.MAX_WBITS)
     if not inflater.eof:
@@ -302,6 +309,13 @@ async def request_replay(request: web.Request) -> web.Response:
     if bounds[0] > bounds[1]:
         raise RequestError(400, "invalid_range", "toSeq", "toSeq must be at least fromSeq")
     node = request.app[NODE]
+    state = await node.ingestor.state_of(service)
+    if state is None:
+        raise RequestError(404, "service_not_found", "service",
+                           f"service {service!r} has sent no logs; nothing can be replayed")  # fmt: skip
+    if bounds[1] > state["ackTill"]:
+        raise RequestError(400, "invalid_range", "toSeq",
+                           f"toSeq {bounds[1]} is beyond ackTill {state['ackTill']}; seqs never sent cannot be replayed")  # fmt: skip
     row = await node.store.create_replay(service, bounds[0], bounds[1])
     # Seqs of the range that are acknowledged but not stored become missing again,
     # so a resend (or the producer buffer) counts as new instead of a duplicate.
