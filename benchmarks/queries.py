@@ -202,11 +202,15 @@ async def captured_sql() -> AsyncIterator[Callable[[dict[str, str]], Any]]:
         async def connection(self) -> AsyncIterator[Capture]:
             yield self
 
+        @contextlib.asynccontextmanager
+        async def transaction(self) -> AsyncIterator[Capture]:
+            yield self
+
         def cursor(self, row_factory: Any = None) -> Capture:
             return self
 
         async def execute(self, sql: str, params: Any) -> None:
-            self.statement = (sql, params)
+            self.statement = (sql, params)  # the last one is the query itself
 
         async def fetchall(self) -> list[Any]:
             return []

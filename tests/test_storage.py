@@ -61,3 +61,24 @@ async def test_query_cursor_pages_without_overlap(store: Store) -> None:
         cursor = (rows[-1]["ts"], rows[-1]["id"])
     assert sorted(seen) == list(range(1, 26))
     assert len(seen) == len(set(seen))
+
+
+async def test_slow_query_cancelled(store: Store, monkeypatch: pytest.MonkeyPatch) -> None:
+    import tracehub.storage as storage_module
+    from tracehub.storage import QueryTimeout
+
+    await store.write_batch(format_rows("svc", entries(range(1, 50_001)), NOW), [], [])
+    monkeypatch.setattr(storage_module, "QUERY_TIMEOUT_MS", 1)
+    with pytest.raises(QueryTimeout):
+        await store.query_logs(LogQuery(text="no row says this", limit=10))
+
+
+async def test_slow_search_answers_504(server, monkeypatch: pytest.MonkeyPatch) -> None:  # type: ignore[no-untyped-def]
+    import tracehub.storage as storage_module
+
+    await server.backends.store.write_batch(format_rows("svc", entries(range(1, 50_001)), NOW), [], [])
+    monkeypatch.setattr(storage_module, "QUERY_TIMEOUT_MS", 1)
+    async with server.client() as client:
+        response = await client.get("/logs", params={"q": "no row says this"})
+    assert response.status_code == 504
+    assert response.json()["error"]["code"] == "query_timeout"

@@ -23,11 +23,17 @@ from tracehub.protocol import Entry, Range
 log = logging.getLogger(__name__)
 
 COLUMNS = "service, seq, level, message, request_id, ts, attrs, received_at"
+# A text search for a word no row contains scans the whole table; cancel it.
+QUERY_TIMEOUT_MS = 5000
 SCHEMA_LOCK_ID = 0x7472616365  # advisory lock key serialising schema set-up across nodes
 
 
 class StorageError(Exception):
     """A PostgreSQL operation failed for a reason other than reachability."""
+
+
+class QueryTimeout(StorageError):
+    """A query ran past QUERY_TIMEOUT_MS and was cancelled."""
 
 
 class StorageUnavailable(StorageError):
@@ -493,10 +499,20 @@ class Store:
             f"SELECT id, {COLUMNS} FROM logs WHERE {where}"  # clauses are fixed strings
             " ORDER BY ts DESC, id DESC LIMIT %(limit)s"
         )
-        async with self.pool.connection() as conn:
-            cur = conn.cursor(row_factory=dict_row)
-            await cur.execute(sql, params)  # type: ignore[arg-type]
-            return await cur.fetchall()
+        try:
+            async with self.pool.connection() as conn:
+                async with conn.transaction():
+                    await conn.execute(
+                        "SELECT set_config('statement_timeout', %s, true)", (f"{QUERY_TIMEOUT_MS}ms",)
+                    )
+                    cur = conn.cursor(row_factory=dict_row)
+                    await cur.execute(sql, params)  # type: ignore[arg-type]
+                    return await cur.fetchall()
+        except psycopg.errors.QueryCanceled as exc:
+            raise QueryTimeout(
+                f"the query ran longer than {QUERY_TIMEOUT_MS} ms; narrow it with service,"
+                " level or a from/to range"
+            ) from exc
 
     async def count_logs(self, service: str) -> int:
         async with self.pool.connection() as conn:

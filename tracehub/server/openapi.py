@@ -186,6 +186,7 @@ ERROR_MEANINGS = {
     "422": "every entry of the batch is invalid",
     "429": "the queue is full; nothing was queued",
     "503": "Redis or PostgreSQL is unreachable",
+    "504": "the query ran past the query timeout; narrow it",
 }
 RETRY_AFTER = {"Retry-After": {"description": "seconds to wait", "schema": {"type": "string"}}}
 
@@ -257,7 +258,7 @@ def _paths() -> dict[str, Schema]:
         "/logs": {"get": {
             "summary": "Query stored logs, newest first", "operationId": "listLogs",
             "parameters": _log_parameters(),
-            "responses": {"200": _json(ref("LogPage"), "one page of logs"), **_errors("400", *READ_ERRORS)},
+            "responses": {"200": _json(ref("LogPage"), "one page of logs"), **_errors("400", "504", *READ_ERRORS)},
         }},
         "/logs/replay": {
             "get": {

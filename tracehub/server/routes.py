@@ -19,7 +19,7 @@ from tracehub.ingest import EpochConflict, QueueFull, StateContention
 from tracehub.protocol import LEVEL_ALIASES, LEVELS, SEQ_LIMIT, RequestError, parse_batch, parse_timestamp, validate_service
 from tracehub.server.metrics import queue_figures, snapshot
 from tracehub.server.state import NODE, PRINCIPAL, TOKENS, Node
-from tracehub.storage import LogQuery, StorageError, StorageUnavailable, decode_cursor, encode_cursor
+from tracehub.storage import LogQuery, QueryTimeout, StorageError, StorageUnavailable, decode_cursor, encode_cursor
 
 log = logging.getLogger(__name__)
 
@@ -430,6 +430,9 @@ async def error_middleware(request: web.Request, handler: Any) -> web.StreamResp
                                                                    if k == "Allow"})  # fmt: skip
     except StateContention as exc:
         return error_response(503, "state_contention", str(exc), headers={"Retry-After": "1"})
+    except QueryTimeout as exc:
+        log.warning("%s %s?%s: %s", request.method, request.path, request.query_string[:200], exc)
+        return error_response(504, "query_timeout", str(exc))
     except StorageUnavailable as exc:
         log.warning("%s %s: %s", request.method, request.path, exc)
         return error_response(503, "postgres_unavailable", "PostgreSQL is unreachable; retry later",
