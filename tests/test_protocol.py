@@ -286,3 +286,8 @@ def test_nul_in_attrs_replaced_and_marked() -> None:
 
 def test_timestamp_before_year_one_rejected() -> None:
     assert parse(one(ts="0001-01-01T00:00:00+14:00")).rejected[0].field == "ts"
+
+
+def test_reserved_attr_keys_rejected() -> None:
+    assert parse(one(_truncated_bytes=5)).rejected[0].field == "attrs"
+    assert parse(one(_replaced_nul=True)).rejected[0].field == "attrs"

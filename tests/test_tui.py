@@ -278,16 +278,17 @@ async def test_replay_screen_lists_and_requests(server: RunningServer) -> None:
         assert "pending" in screen_text(app)
 
         app.screen.query_one("#replay-service", Input).value = "rp-svc"
-        app.screen.query_one("#replay-from", Input).value = "10"
-        app.screen.query_one("#replay-to", Input).value = "12"
+        app.screen.query_one("#replay-from", Input).value = "1"
+        app.screen.query_one("#replay-to", Input).value = "2"
         await pilot.click("#replay-request")
         await wait_for(lambda: table.row_count == 2, what="the requested replay")
-        assert "10..12" in screen_text(app)
+        assert "1..2" in screen_text(app)
 
         await post(server, "rp-svc", [3, 4])
         await wait_for(lambda: app.model.live_replays, what="replay:completed")
         text = await wait_for(
-            lambda: "completed" in (t := screen_text(app)) and t, what="row"
+            lambda: "replay 1 of rp-svc 3..4" in (t := screen_text(app)) and t,
+            what="the gap's replay:completed line",
         )
     assert "replay 1 of rp-svc 3..4: 2 seqs" in text
 

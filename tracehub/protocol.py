@@ -216,6 +216,9 @@ def parse_entry(
     ts_text = ts_raw if isinstance(ts_raw, str) and RFC3339_STRICT.fullmatch(ts_raw) else ""
     if len(item) > 5 or not KNOWN_KEYS.issuperset(item):
         extra = {k: v for k, v in item.items() if k not in KNOWN_KEYS}
+        if TRUNCATED_ATTR in extra or REPLACED_ATTR in extra:
+            raise _EntryError(seq, "attrs", f"the keys {TRUNCATED_ATTR} and {REPLACED_ATTR} are set"
+                                            " by the server only; rename them")  # fmt: skip
         if extra:
             if _check_attrs(seq, extra, max_attrs_bytes, max_attrs_depth, dumps):
                 extra = _replace_nul(extra)
