@@ -1,5 +1,5 @@
 """TraceHub as separate processes: two server nodes and two workers sharing one Redis
-and one PostgreSQL, and a worker killed with SIGKILL while it holds batches."""
+and one PostgreSQL, and a worker killed with SIGKILL while it has batches in progress."""
 
 from __future__ import annotations
 

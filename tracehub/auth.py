@@ -28,7 +28,7 @@ class TokenConfigError(ValueError):
 
 @dataclass(frozen=True)
 class Principal:
-    """What one request may do."""
+    """The permissions of one request's token."""
 
     role: str  # admin, read, ingest, or "open" when no tokens are configured
     services: frozenset[str] = frozenset()

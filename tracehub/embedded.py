@@ -108,7 +108,7 @@ class EmbeddedRedis:
             if self.socket.exists() and self._cli("ping") == "PONG":
                 return
             time.sleep(0.05)
-        raise EmbeddedError(f"the embedded Redis did not answer on {self.socket}; see {self.folder / 'redis.log'}")
+        raise EmbeddedError(f"the embedded Redis did not respond on {self.socket}; see {self.folder / 'redis.log'}")
 
     def _server_pid(self) -> int | None:
         try:

@@ -1,8 +1,8 @@
 """Fault injection: the failures an operator can switch on to watch TraceHub recover.
 
 Active faults are stored in a Redis hash, so every node and worker sharing the Redis
-sees them; each node keeps a local copy, refreshed by the ``sim:control`` event and a
-periodic poll, so the hot path never waits on Redis for it.
+reads the same set. Each node keeps a local copy, refreshed by the ``sim:control``
+event and a periodic poll, so the hot path never waits on Redis for it.
 """
 
 from __future__ import annotations

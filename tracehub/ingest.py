@@ -304,8 +304,8 @@ class Ingestor:
     async def mark_done_many(
         self, ranges: dict[str, list[Range]], lost: dict[str, int] | None = None
     ) -> dict[str, int]:
-        """Record stored (or lost) ranges of several services in two round trips when
-        nobody races us; returns the new durable mark of each service."""
+        """Record stored (or lost) ranges of several services and return the new
+        durable mark of each. Without concurrent writers this takes two round trips."""
         lost = lost or {}
         pending = dict(ranges)
         marks: dict[str, int] = {}

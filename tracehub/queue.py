@@ -264,7 +264,8 @@ class RedisQueue:
         stats: dict[str, int],
         max_depth: int,
     ) -> IngestOutcome:
-        """Store a new ACK state and queue its batch atomically, if nobody raced us."""
+        """Store a new ACK state and queue its batch atomically, unless another writer
+        changed the record since it was read."""
         second = int(time.time())
         pairs: list[Any] = []
         for name, value in stats.items():

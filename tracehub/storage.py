@@ -191,7 +191,7 @@ class Store:
         """Store COPY rows exactly once and record new gaps, in one transaction.
 
         With fresh, the caller expects none of the rows to be stored yet, so they are
-        copied straight into logs; if one is there after all, the unique key rejects
+        copied straight into logs. If one is stored after all, the unique key rejects
         the copy and the batch is written again through the staging table, which
         skips rows already present. Returns the number of rows inserted and the
         replay requests of replay_services that the stored rows completed.
@@ -296,24 +296,6 @@ class Store:
             for row in await cur.fetchall()
             if row[4] == "completed"
         ]
-
-    async def insert_rows_one_by_one(self, rows: bytes) -> list[tuple[bytes, str]]:
-        """Insert each COPY line in its own transaction; return the lines that failed.
-
-        Used when a whole batch was rejected, so that one bad row cannot block the
-        rest. Raises StorageUnavailable when PostgreSQL goes away meanwhile.
-        """
-        failed = []
-        for line in rows.splitlines(keepends=True):
-            try:
-                async with self.pool.connection() as conn:
-                    async with conn.transaction():
-                        await self._insert_rows(conn, line)
-            except psycopg.OperationalError as exc:
-                raise StorageUnavailable(f"PostgreSQL write failed: {exc}") from exc
-            except psycopg.Error as exc:
-                failed.append((line, str(exc).strip()))
-        return failed
 
     async def save_ack_state(self, states: Sequence[dict[str, Any]]) -> None:
         """Upsert the durable ACK figures of services; marks only ever move forward."""

@@ -155,7 +155,7 @@ class Worker:
     async def process(self, entries: Sequence[StreamEntry], *, fresh: bool = False) -> None:
         """Store entries, record them as done, then acknowledge them.
 
-        fresh says the entries are read for the first time, so their rows are most
+        With fresh, the entries are read for the first time, so their rows are most
         likely not stored yet. Raises StorageUnavailable with every entry still
         pending, so the caller can retry the same round later.
         """
@@ -282,8 +282,8 @@ class Worker:
         An ACK and the stream entry of its batch are written in one atomic step, so
         a seq seen acknowledged but not done at time t was queued at or before t.
         Once every batch queued up to t has left the stream and the retry queue, the
-        seq must be stored, lost or missing. If it is none of these (a flushed
-        queue, a lost Redis write), it goes back into the missing set and producers
+        seq must be stored, lost or missing. A seq in none of these states (after a
+        flushed queue or a lost Redis write) goes back into the missing set and producers
         resend it from their buffers. This works under steady traffic, when the
         queue is never empty.
         """

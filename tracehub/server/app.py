@@ -22,7 +22,7 @@ from tracehub.worker import supervise
 log = logging.getLogger(__name__)
 
 FAULT_POLL_S = 1.0
-BODY_SLACK = 1024  # lets the route answer an oversized body itself, with a JSON 413
+BODY_SLACK = 1024  # lets the route reject an oversized body itself, with a JSON 413
 TASK_STOP_TIMEOUT_S = 10.0
 
 

@@ -110,7 +110,7 @@ class EventHub:
         self._skipped += total - sent
 
     async def _new_log_window(self) -> None:
-        """Every second, report the logs skipped in the last one and reset the budget."""
+        """Report the logs skipped in the last second and reset the budget, every second."""
         while True:
             await asyncio.sleep(1.0)
             skipped, self._skipped, self._sent_in_window = self._skipped, 0, 0
